@@ -1,0 +1,94 @@
+//! Named per-CPU counters: one slot for every verdict and every drop reason of the dataplane.
+//!
+//! The dataplane increments `COUNTERS[Counter::X as u32]`; the controller sums the per-CPU slots and
+//! prints them under [`Counter::name`]. The list is the single source for the kernel side, the
+//! `gateway stats` output and the README table.
+
+macro_rules! counters {
+    ($($variant:ident => $name:literal, $help:literal;)+) => {
+        /// Index of a counter in the `COUNTERS` per-CPU array.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Counter {
+            $($variant,)+
+        }
+
+        impl Counter {
+            /// Every counter, in index order.
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant,)+];
+
+            /// The name users see (`gateway stats`, metrics, README).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Counter::$variant => $name,)+
+                }
+            }
+
+            /// One line saying what the counter counts.
+            pub const fn help(self) -> &'static str {
+                match self {
+                    $(Counter::$variant => $help,)+
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    RxPackets => "rx_packets", "packets seen by the XDP program on any attached interface";
+
+    PassNotIp => "pass_not_ip", "non-IP frames (ARP, LLDP, ...) handed to the kernel";
+    PassNotOurs => "pass_not_ours", "IP traffic the gateway does not own (no subnet, no Elastic IP, link-local, multicast) handed to the kernel";
+    PassNeighbourDiscovery => "pass_neighbour_discovery", "IPv6 neighbour and router discovery handed to the kernel";
+    PassLocalDestination => "pass_local_destination", "traffic addressed to the gateway itself handed to the kernel";
+    PassTtlExpired => "pass_ttl_expired", "TTL or hop limit <= 1: the kernel answers with Time Exceeded";
+    PassNoNeighbour => "pass_no_neighbour", "no ARP/ND entry for the next hop yet: the kernel resolves it and forwards";
+    PassFragNeeded => "pass_frag_needed", "larger than the egress MTU: the kernel fragments or answers Fragmentation Needed / Packet Too Big";
+    PassFibOther => "pass_fib_other", "the kernel FIB could not route it (unreachable, prohibit, forwarding disabled): the kernel decides";
+    PassEgressNotAttached => "pass_egress_not_attached", "routed out of an interface the gateway does not attach to: the kernel forwards it";
+    PassVlanToKernel => "pass_vlan_to_kernel", "802.1Q-tagged packet translated in XDP and forwarded by the kernel's VLAN device";
+
+    ForwardLocal => "forward_local", "forwarded inside the VPC (route target local)";
+    ForwardIgwOutboundIpv4 => "forward_igw_outbound_ipv4", "IPv4 from an instance to the internet, source rewritten to its Elastic IP";
+    ForwardIgwInboundIpv4 => "forward_igw_inbound_ipv4", "IPv4 from the internet to an Elastic IP, destination rewritten to the private address";
+    ForwardIgwOutboundIpv6 => "forward_igw_outbound_ipv6", "IPv6 from an instance to the internet, unchanged";
+    ForwardIgwInboundIpv6 => "forward_igw_inbound_ipv6", "IPv6 from the internet to an instance, unchanged";
+    IcmpErrorTranslatedOutbound => "icmp_error_translated_outbound", "ICMP errors from an instance whose quoted packet was translated to the Elastic IP";
+    IcmpErrorTranslatedInbound => "icmp_error_translated_inbound", "ICMP errors from the internet whose quoted packet was translated back to the private address";
+
+    DropTruncatedEthernet => "drop_truncated_ethernet", "frame shorter than an Ethernet header";
+    DropTruncatedVlan => "drop_truncated_vlan", "frame cut inside the 802.1Q tag";
+    DropTruncatedIpv4 => "drop_truncated_ipv4", "frame cut inside the IPv4 header";
+    DropMalformedIpv4 => "drop_malformed_ipv4", "IPv4 header with IHL < 5, total length shorter than the header or longer than the frame";
+    DropTruncatedIpv6 => "drop_truncated_ipv6", "frame cut inside the IPv6 header or payload length longer than the frame";
+    DropTruncatedTcp => "drop_truncated_tcp", "frame cut inside the TCP header";
+    DropTruncatedUdp => "drop_truncated_udp", "frame cut inside the UDP header";
+    DropTruncatedIcmp => "drop_truncated_icmp", "frame cut inside the ICMP/ICMPv6 header or its quoted packet";
+    DropIgwNoPublicIpv4 => "drop_igw_no_public_ipv4", "IPv4 routed to the internet gateway from an address without an Elastic IP";
+    DropIgwInboundNoElasticIp => "drop_igw_inbound_no_elastic_ip", "IPv4 from the internet to a private address that has no Elastic IP";
+    DropRouteBlackhole => "drop_route_blackhole", "route target blackhole";
+    DropNoRoute => "drop_no_route", "no route in the subnet's route table matches the destination";
+    DropInboundNotRouted => "drop_inbound_not_routed", "from the internet to a subnet whose route table does not send that source through the internet gateway";
+    DropIcmpErrorNoMatch => "drop_icmp_error_no_match", "ICMP error whose quoted packet does not belong to a translated address";
+    DropUnsupportedTarget => "drop_unsupported_target", "route target this dataplane version does not implement";
+    FlowTableFull => "flow_table_full", "flow-log accounting table full: the packet was forwarded but not logged";
+}
+
+/// Number of counters; the size of the `COUNTERS` map.
+pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_follow_declaration_order_and_names_are_unique() {
+        for (index, counter) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*counter as usize, index);
+            assert!(!counter.help().is_empty());
+            for other in &Counter::ALL[index + 1..] {
+                assert_ne!(counter.name(), other.name());
+            }
+        }
+    }
+}

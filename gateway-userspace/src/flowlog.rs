@@ -1,0 +1,2 @@
+//! VPC-Flow-Log-style records.
+//! (Being written: see the helper's task.)

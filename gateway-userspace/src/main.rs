@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", gateway::EBPF_OBJECT.len());
+}
