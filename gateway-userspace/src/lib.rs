@@ -1,6 +1,7 @@
 //! The gateway controller as a library, so that the tests and `xtask` can drive it.
 
 pub mod config;
+pub mod dataplane;
 pub mod flowlog;
 
 /// The compiled XDP object, embedded at build time by `build.rs`.

@@ -1,3 +1,6 @@
-fn main() {
-    println!("{}", gateway::EBPF_OBJECT.len());
+fn main() -> anyhow::Result<()> {
+    let mut dataplane = gateway::dataplane::Dataplane::load()?;
+    let _ = dataplane.program()?;
+    println!("loaded; counters: {}", dataplane.counters()?.len());
+    Ok(())
 }
