@@ -9,7 +9,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use gateway_common::{
     Counter,
-    maps::{FlowKey, action, family},
+    maps::{FlowKey, FlowStats, action, family},
 };
 
 use crate::{
@@ -146,12 +146,25 @@ fn account(
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(stats) = FLOWS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, no concurrent writer on this CPU.
-        unsafe {
-            (*stats).packets += 1;
-            (*stats).bytes += bytes as u64;
-            (*stats).last_seen_ns = now;
-            (*stats).tcp_flags |= tcp_flags;
+        let stats = unsafe { &mut *stats };
+        if stats.packets != 0 {
+            stats.packets += 1;
+            stats.bytes += bytes as u64;
+            stats.last_seen_ns = now;
+            stats.tcp_flags |= tcp_flags;
+            return;
         }
+        // The entry was created by another CPU: this CPU's slot starts zeroed.
+        fill(
+            stats,
+            key,
+            bytes,
+            tcp_flags,
+            now,
+            translated_src,
+            translated_dst,
+            handling,
+        );
         return;
     }
     // The new entry is assembled in a per-CPU scratch slot: the BPF stack is too small for it.
@@ -160,6 +173,34 @@ fn account(
     };
     // SAFETY: per-CPU scratch slot, no concurrent writer on this CPU.
     let stats = unsafe { &mut *stats };
+    fill(
+        stats,
+        key,
+        bytes,
+        tcp_flags,
+        now,
+        translated_src,
+        translated_dst,
+        handling,
+    );
+    if FLOWS.insert(key, &*stats, 0).is_err() {
+        count(Counter::FlowTableFull);
+    }
+}
+
+/// Writes a flow's first packet into a value slot.
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "inlined; one call per slot kind")]
+fn fill(
+    stats: &mut FlowStats,
+    key: &FlowKey,
+    bytes: u16,
+    tcp_flags: u8,
+    now: u64,
+    translated_src: [u8; 16],
+    translated_dst: [u8; 16],
+    handling: Handling,
+) {
     stats.packets = 1;
     stats.bytes = bytes as u64;
     stats.first_seen_ns = now;
@@ -173,7 +214,4 @@ fn account(
     stats.tcp_flags = tcp_flags;
     stats.direction = handling.direction();
     stats.drop_reason = handling.drop_reason();
-    if FLOWS.insert(key, &*stats, 0).is_err() {
-        count(Counter::FlowTableFull);
-    }
 }
