@@ -163,7 +163,7 @@ pub struct FlowStats {
     pub route_target: u32,
     /// Subnet index of the VPC-side address, `u32::MAX` when none.
     pub subnet_index: u32,
-    /// OR of the TCP flags seen (the flow log's `tcp-flags`).
+    /// OR of the TCP flags seen, in flow-log form: FIN, SYN, RST, and ACK only with SYN.
     pub tcp_flags: u8,
     /// One of [`direction`].
     pub direction: u8,
