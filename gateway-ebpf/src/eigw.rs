@@ -196,11 +196,7 @@ fn track_outbound(
         return None;
     }
     let initial = if flow_key.protocol == IPPROTO_TCP {
-        match ct::tcp_initial_state(transport.tcp_flags) {
-            Some(initial) => initial,
-            // A RST creates nothing: it ends something the table does not know.
-            None => return None,
-        }
+        ct::tcp_initial_state(transport.tcp_flags)?
     } else {
         state::OPEN
     };

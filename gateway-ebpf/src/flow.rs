@@ -195,7 +195,7 @@ fn account(
         translated_dst,
         handling,
     );
-    if FLOWS.insert(key, &*stats, 0).is_err() {
+    if FLOWS.insert(key, *stats, 0).is_err() {
         count(Counter::FlowTableFull);
     }
 }

@@ -37,7 +37,7 @@ pub fn outbound_ipv4(
     subnet_index: u32,
 ) -> u32 {
     // SAFETY: plain data copied out.
-    let Some(public) = (unsafe { ELASTIC_IP_BY_PRIVATE.get(&packet.src) }).copied() else {
+    let Some(public) = (unsafe { ELASTIC_IP_BY_PRIVATE.get(packet.src) }).copied() else {
         return reject_v4(
             packet,
             ingress,
@@ -83,7 +83,7 @@ pub fn outbound_ipv4(
 #[inline(never)]
 pub fn inbound_ipv4(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32) -> u32 {
     // SAFETY: plain data copied out.
-    let Some(private) = (unsafe { ELASTIC_IP_BY_PUBLIC.get(&packet.dst) }).copied() else {
+    let Some(private) = (unsafe { ELASTIC_IP_BY_PUBLIC.get(packet.dst) }).copied() else {
         return match subnet_v4(packet.dst) {
             // The internet cannot address private IPv4 addresses directly.
             Some(subnet) => reject_v4(

@@ -32,7 +32,7 @@ pub fn gateway(ctx: XdpContext) -> u32 {
     count(Counter::RxPackets);
     let ingress = ctx.ingress_ifindex() as u32;
     // SAFETY: plain-data value, read once.
-    let Some(interface) = (unsafe { INTERFACES.get(&ingress) }) else {
+    let Some(interface) = (unsafe { INTERFACES.get(ingress) }) else {
         // Attached but not configured (e.g. during a reload): leave it to the kernel.
         return pass(Counter::PassNotOurs);
     };

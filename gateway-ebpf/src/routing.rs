@@ -21,12 +21,12 @@ use crate::{
 /// Subnet info for an IPv4 address, if it is inside a subnet.
 #[inline(always)]
 pub fn subnet_v4(addr: [u8; 4]) -> Option<SubnetInfo> {
-    SUBNETS_V4.get(&Key::new(32, addr)).copied()
+    SUBNETS_V4.get(Key::new(32, addr)).copied()
 }
 
 #[inline(always)]
 pub fn subnet_v6(addr: [u8; 16]) -> Option<SubnetInfo> {
-    SUBNETS_V6.get(&Key::new(128, addr)).copied()
+    SUBNETS_V6.get(Key::new(128, addr)).copied()
 }
 
 /// Longest-prefix route for `destination` in `route_table`.
