@@ -196,6 +196,7 @@ fn track_outbound(
         return None;
     }
     let initial = if flow_key.protocol == IPPROTO_TCP {
+        // A RST creates nothing (it ends something the table does not know): forward it.
         ct::tcp_initial_state(transport.tcp_flags)?
     } else {
         state::OPEN
