@@ -9,7 +9,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use gateway_common::{
     Counter,
-    maps::{FlowKey, action, family},
+    maps::{FlowKey, FlowStats, action, family},
 };
 
 use crate::{
@@ -93,7 +93,7 @@ pub fn account_v4(packet: &Ipv4Packet, ingress: u32, src: u32, dst: u32, handlin
     account(
         &key,
         packet.total_length,
-        packet.tcp_flags,
+        aws_tcp_flags(packet.tcp_flags),
         widen(src.to_ne_bytes()),
         widen(dst.to_ne_bytes()),
         handling,
@@ -117,11 +117,23 @@ pub fn account_v6(packet: &Ipv6Packet, ingress: u32, handling: Handling) {
     account(
         &key,
         packet.total_length,
-        packet.tcp_flags,
+        aws_tcp_flags(packet.tcp_flags),
         packet.src,
         packet.dst,
         handling,
     );
+}
+
+/// A packet's TCP flags as flow logs report them: FIN (1), SYN (2), RST (4), and ACK (16) only
+/// together with SYN, so that OR-ing packets gives AWS's values (2 for the client's SYN,
+/// 18 for the server's SYN-ACK).
+#[inline(always)]
+fn aws_tcp_flags(raw: u8) -> u8 {
+    let mut flags = raw & 0x07;
+    if raw & 0x12 == 0x12 {
+        flags |= 0x10;
+    }
+    flags
 }
 
 #[inline(always)]
@@ -146,12 +158,25 @@ fn account(
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(stats) = FLOWS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, no concurrent writer on this CPU.
-        unsafe {
-            (*stats).packets += 1;
-            (*stats).bytes += bytes as u64;
-            (*stats).last_seen_ns = now;
-            (*stats).tcp_flags |= tcp_flags;
+        let stats = unsafe { &mut *stats };
+        if stats.packets != 0 {
+            stats.packets += 1;
+            stats.bytes += bytes as u64;
+            stats.last_seen_ns = now;
+            stats.tcp_flags |= tcp_flags;
+            return;
         }
+        // The entry was created by another CPU: this CPU's slot starts zeroed.
+        fill(
+            stats,
+            key,
+            bytes,
+            tcp_flags,
+            now,
+            translated_src,
+            translated_dst,
+            handling,
+        );
         return;
     }
     // The new entry is assembled in a per-CPU scratch slot: the BPF stack is too small for it.
@@ -160,6 +185,34 @@ fn account(
     };
     // SAFETY: per-CPU scratch slot, no concurrent writer on this CPU.
     let stats = unsafe { &mut *stats };
+    fill(
+        stats,
+        key,
+        bytes,
+        tcp_flags,
+        now,
+        translated_src,
+        translated_dst,
+        handling,
+    );
+    if FLOWS.insert(key, &*stats, 0).is_err() {
+        count(Counter::FlowTableFull);
+    }
+}
+
+/// Writes a flow's first packet into a value slot.
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "inlined; one call per slot kind")]
+fn fill(
+    stats: &mut FlowStats,
+    key: &FlowKey,
+    bytes: u16,
+    tcp_flags: u8,
+    now: u64,
+    translated_src: [u8; 16],
+    translated_dst: [u8; 16],
+    handling: Handling,
+) {
     stats.packets = 1;
     stats.bytes = bytes as u64;
     stats.first_seen_ns = now;
@@ -173,7 +226,4 @@ fn account(
     stats.tcp_flags = tcp_flags;
     stats.direction = handling.direction();
     stats.drop_reason = handling.drop_reason();
-    if FLOWS.insert(key, &*stats, 0).is_err() {
-        count(Counter::FlowTableFull);
-    }
 }

@@ -9,7 +9,9 @@
 #![no_main]
 
 mod checksum;
+mod conntrack;
 mod counters;
+mod eigw;
 mod flow;
 mod forwarding;
 mod igw;
