@@ -1043,8 +1043,8 @@ fn per_path_cost_report() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     eprintln!(
-        "{:<28} {:>9} | {:>8} {:>8} {:>8} | {:>9}  {}",
-        "path", "verdict", "p10", "median", "-empty", "repeated", "(verdict of the repeated runs)"
+        "{:<28} {:>9} | {:>8} {:>8} {:>8} | {:>9}  (verdict of the repeated runs)",
+        "path", "verdict", "p10", "median", "-empty", "repeated"
     );
     eprintln!(
         "{:<28} {:>9} | {:>8} {:>8} {:>8} | {:>9}  (Pass)",

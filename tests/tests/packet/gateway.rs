@@ -12,10 +12,7 @@ use std::collections::BTreeMap;
 
 use aya::programs::{TestRun as _, TestRunOptions, TestRunResult};
 use gateway::{
-    config::{
-        Config, Controller, ElasticIp, Interface, InterfaceRole, InternetGateway, Route,
-        RouteTable, RouteTarget, Subnet, Vpc,
-    },
+    config::Config,
     dataplane::{Dataplane, MapPlan, ifindex_of},
 };
 use gateway_common::Counter;
@@ -63,101 +60,58 @@ pub struct Outcome {
     pub duration: std::time::Duration,
 }
 
-/// The test VPC (see the module docs):
+/// The test VPC, as a configuration file:
 /// - VPC 10.0.0.0/16 + 2001:db8:1000::/56;
-/// - subnet 0: 10.0.1.0/24 + 2001:db8:1000:1::/64, route table 0: local, 0.0.0.0/0 and ::/0 ->
-///   internet gateway, 192.0.2.128/25 -> blackhole;
-/// - subnet 1: 10.0.2.0/24, route table 1: local routes only (no way out);
+/// - subnet 0: 10.0.1.0/24 + 2001:db8:1000:1::/64, route table `rtb-public`: the implicit local
+///   routes, 0.0.0.0/0 and ::/0 -> internet gateway, 192.0.2.128/25 -> blackhole;
+/// - subnet 1: 10.0.2.0/24, route table `rtb-isolated`: the local routes only (no way out);
 /// - Elastic IP 10.0.1.10 <-> 203.0.113.10 (10.0.1.11 has none).
+pub const TEST_CONFIG: &str = r#"
+[vpc]
+id = "vpc-packet-tests"
+account_id = "123456789012"
+ipv4_cidrs = ["10.0.0.0/16"]
+ipv6_cidrs = ["2001:db8:1000::/56"]
+
+[[interfaces]]
+name = "vpc0"
+role = "vpc"
+
+[[interfaces]]
+name = "inet0"
+role = "internet"
+
+[[subnets]]
+id = "subnet-public"
+ipv4_cidr = "10.0.1.0/24"
+ipv6_cidr = "2001:db8:1000:1::/64"
+route_table = "rtb-public"
+
+[[subnets]]
+id = "subnet-isolated"
+ipv4_cidr = "10.0.2.0/24"
+route_table = "rtb-isolated"
+
+[[route_tables]]
+id = "rtb-public"
+routes = [
+  { destination = "0.0.0.0/0", target = "igw-packet-tests" },
+  { destination = "::/0", target = "igw-packet-tests" },
+  { destination = "192.0.2.128/25", target = "blackhole" },
+]
+
+[[route_tables]]
+id = "rtb-isolated"
+routes = []
+
+[internet_gateway]
+id = "igw-packet-tests"
+elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
+"#;
+
 pub fn test_config() -> Config {
-    let net = |text: &str| text.parse().expect("valid prefix in the test config");
-    let local_routes = || {
-        vec![
-            Route {
-                destination: net("10.0.0.0/16"),
-                target: RouteTarget::Local,
-            },
-            Route {
-                destination: net("2001:db8:1000::/56"),
-                target: RouteTarget::Local,
-            },
-        ]
-    };
-    let mut public_table = local_routes();
-    public_table.extend([
-        Route {
-            destination: net("0.0.0.0/0"),
-            target: RouteTarget::InternetGateway,
-        },
-        Route {
-            destination: net("::/0"),
-            target: RouteTarget::InternetGateway,
-        },
-        Route {
-            destination: net("192.0.2.128/25"),
-            target: RouteTarget::Blackhole,
-        },
-    ]);
-    Config {
-        vpc: Vpc {
-            id: "vpc-packet-tests".into(),
-            account_id: "123456789012".into(),
-            ipv4_cidrs: vec!["10.0.0.0/16".parse().expect("prefix")],
-            ipv6_cidrs: vec!["2001:db8:1000::/56".parse().expect("prefix")],
-        },
-        controller: Controller {
-            socket: "/nonexistent/gateway-packet-tests.sock".into(),
-        },
-        interfaces: vec![
-            Interface {
-                name: "vpc0".into(),
-                role: InterfaceRole::Vpc,
-                id: "eni-vpc0".into(),
-                line: 1,
-            },
-            Interface {
-                name: "inet0".into(),
-                role: InterfaceRole::Internet,
-                id: "eni-inet0".into(),
-                line: 2,
-            },
-        ],
-        subnets: vec![
-            Subnet {
-                id: "subnet-public".into(),
-                ipv4_cidr: Some("10.0.1.0/24".parse().expect("prefix")),
-                ipv6_cidr: Some("2001:db8:1000:1::/64".parse().expect("prefix")),
-                route_table: 0,
-            },
-            Subnet {
-                id: "subnet-isolated".into(),
-                ipv4_cidr: Some("10.0.2.0/24".parse().expect("prefix")),
-                ipv6_cidr: None,
-                route_table: 1,
-            },
-        ],
-        route_tables: vec![
-            RouteTable {
-                id: "rtb-public".into(),
-                routes: public_table,
-            },
-            RouteTable {
-                id: "rtb-isolated".into(),
-                routes: local_routes(),
-            },
-        ],
-        internet_gateway: Some(InternetGateway {
-            id: "igw-packet-tests".into(),
-            elastic_ips: vec![ElasticIp {
-                private: INSTANCE.into(),
-                public: ELASTIC_IP.into(),
-                subnet: 0,
-            }],
-        }),
-        nat_gateways: Vec::new(),
-        egress_only_internet_gateways: Vec::new(),
-        flow_logs: None,
-    }
+    Config::parse(TEST_CONFIG, "packet-tests.toml")
+        .unwrap_or_else(|error| panic!("the packet tests' config: {error}"))
 }
 
 /// The loaded gateway in its own namespace. Field order matters: the program and its maps are
