@@ -15,6 +15,7 @@ use std::{
     process::ExitCode,
 };
 
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -67,44 +68,72 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// Every check CI runs, in order of cost, stopping at the first failure.
+/// Every check CI runs. A failing step does not stop the later ones (a formatting slip should not
+/// hide a failing test); the run fails at the end if any step failed.
 fn test(test_args: &[String]) -> anyhow::Result<()> {
     setup::setup()?;
-    cmd::cargo(&["fmt", "--all", "--", "--check"])?;
-    // gateway-ebpf only builds for the BPF target (it is no_std with its own panic handler), so
-    // the host-side commands leave it out and the nightly clippy below checks it.
-    cmd::cargo(&[
-        "clippy",
+    let mut test_cmd = vec![
+        "test",
         "--workspace",
         "--exclude",
         "gateway-ebpf",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    cmd::cargo(&[
-        "+nightly",
-        "clippy",
-        "-p",
-        "gateway-ebpf",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    // The end-to-end tests start this binary; cargo only builds binaries of the package under
-    // test, and it lives in another package.
-    cmd::build_gateway(false)?;
-    let mut args = vec!["test", "--workspace", "--exclude", "gateway-ebpf"];
+        // Run every test binary even when an earlier one fails, for the full picture.
+        "--no-fail-fast",
+    ];
     if !test_args.is_empty() {
-        args.push("--");
-        args.extend(test_args.iter().map(String::as_str));
+        test_cmd.push("--");
+        test_cmd.extend(test_args.iter().map(String::as_str));
     }
-    cmd::cargo(&args)
+    let steps: [(&str, &dyn Fn() -> anyhow::Result<()>); 5] = [
+        ("fmt", &|| cmd::cargo(&["fmt", "--all", "--", "--check"])),
+        // gateway-ebpf only builds for the BPF target (no_std, its own panic handler), so the
+        // host-side commands leave it out and the nightly clippy below checks it.
+        ("clippy", &|| {
+            cmd::cargo(&[
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "gateway-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+        }),
+        ("clippy (bpfel)", &|| {
+            cmd::cargo(&[
+                "+nightly",
+                "clippy",
+                "-p",
+                "gateway-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
+            ])
+        }),
+        // The end-to-end tests start this binary; cargo only builds the binaries of the package
+        // under test, and it lives in another package.
+        ("build gateway", &|| cmd::build_gateway(false).map(drop)),
+        ("test", &|| cmd::cargo(&test_cmd)),
+    ];
+    let mut failed = Vec::new();
+    for (name, step) in steps {
+        eprintln!("\n==> {name}");
+        if let Err(err) = step() {
+            eprintln!("==> {name} FAILED: {err:#}");
+            failed.push(name);
+        }
+    }
+    if failed.is_empty() {
+        eprintln!("\n==> all checks passed");
+        Ok(())
+    } else {
+        bail!("failed: {}", failed.join(", "))
+    }
 }
 
 /// The workspace root (xtask lives one level below it).
