@@ -103,14 +103,13 @@ mod tests {
             for dst in [[198, 51, 100, 2], [0, 0, 0, 0], [255, 255, 255, 255]] {
                 let header = sample_header(*old, dst);
                 let check = u16::from_be_bytes([header[10], header[11]]);
-                let updated = update_u32(
-                    check,
-                    u32::from_be_bytes(*old),
-                    u32::from_be_bytes(*new),
-                );
+                let updated = update_u32(check, u32::from_be_bytes(*old), u32::from_be_bytes(*new));
                 let mut expected = sample_header(*new, dst);
                 let recomputed = ipv4_checksum(&mut expected);
-                assert_eq!(updated, recomputed, "rewrite {old:?} -> {new:?} (dst {dst:?})");
+                assert_eq!(
+                    updated, recomputed,
+                    "rewrite {old:?} -> {new:?} (dst {dst:?})"
+                );
             }
         }
     }

@@ -1,15 +1,94 @@
+//! The gateway's XDP program: one entry point attached to every configured interface.
+//!
+//! A packet goes parse -> route -> gateway rewrite -> forward, each step in its own module:
+//! [`parsing`] finds the headers, [`routing`] picks the subnet's route table and the target,
+//! [`igw`] does the internet gateway's 1:1 NAT, [`forwarding`] does the FIB lookup, MAC rewrite and
+//! redirect, [`flow`] keeps the per-flow counts the controller turns into flow logs, and
+//! [`counters`] counts every verdict. Anything the gateway does not own goes to the kernel.
 #![no_std]
 #![no_main]
 
+mod checksum;
+mod conntrack;
+mod counters;
+mod eigw;
+mod flow;
+mod forwarding;
+mod igw;
+mod maps;
+mod parsing;
+mod routing;
+
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use gateway_common::{Counter, maps::role};
+
+use crate::{
+    counters::{count, pass},
+    maps::INTERFACES,
+};
 
 #[xdp]
-pub fn gateway(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
+pub fn gateway(ctx: XdpContext) -> u32 {
+    count(Counter::RxPackets);
+    let ingress = ctx.ingress_ifindex() as u32;
+    // SAFETY: plain-data value, read once.
+    let Some(interface) = (unsafe { INTERFACES.get(ingress) }) else {
+        // Attached but not configured (e.g. during a reload): leave it to the kernel.
+        return pass(Counter::PassNotOurs);
+    };
+    let facing_internet = interface.role == role::INTERNET;
+    let link = match parsing::parse_link(&ctx) {
+        Ok(link) => link,
+        Err(reason) => return counters::drop(reason),
+    };
+    match link.ether_type {
+        parsing::ETH_P_IPV4 => ipv4(&ctx, link.l3, link.vlan_tagged, ingress, facing_internet),
+        parsing::ETH_P_IPV6 => ipv6(&ctx, link.l3, link.vlan_tagged, ingress, facing_internet),
+        _ => pass(Counter::PassNotIp),
+    }
+}
+
+/// The IPv4 path, out of line so each family's stack is its own.
+#[inline(never)]
+fn ipv4(
+    ctx: &XdpContext,
+    l3: usize,
+    vlan_tagged: bool,
+    ingress: u32,
+    facing_internet: bool,
+) -> u32 {
+    let mut packet = parsing::Ipv4Packet::default();
+    match parsing::parse_ipv4(ctx, l3, vlan_tagged, &mut packet) {
+        Ok(parsing::Parsed::Packet) => routing::ipv4(ctx, &packet, ingress, facing_internet),
+        Ok(parsing::Parsed::Pass(reason)) => pass(reason),
+        Err(reason) => counters::drop(reason),
+    }
+}
+
+/// The IPv6 path, out of line so each family's stack is its own.
+#[inline(never)]
+fn ipv6(
+    ctx: &XdpContext,
+    l3: usize,
+    vlan_tagged: bool,
+    ingress: u32,
+    facing_internet: bool,
+) -> u32 {
+    let mut packet = parsing::Ipv6Packet::default();
+    match parsing::parse_ipv6(ctx, l3, vlan_tagged, &mut packet) {
+        Ok(parsing::Parsed::Packet) => routing::ipv6(ctx, &packet, ingress, facing_internet),
+        Ok(parsing::Parsed::Pass(reason)) => pass(reason),
+        Err(reason) => counters::drop(reason),
+    }
 }
 
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
+}
+
+/// XDP verdicts re-exported for the modules.
+pub(crate) mod verdict {
+    pub use super::xdp_action::{XDP_DROP as DROP, XDP_PASS as PASS};
 }

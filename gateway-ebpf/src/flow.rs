@@ -1,0 +1,229 @@
+//! Per-flow accounting for flow logs: one per-CPU entry per (addresses, ports, protocol, ingress
+//! interface, action), with packet and byte counts, first and last packet times, and what the
+//! packet looked like after translation. The controller sums the CPUs, writes the records and
+//! deletes idle entries.
+//!
+//! The entry points are out of line and take few, scalar arguments so that the key and the value
+//! live only in their own small stack frame, not in every caller's.
+
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use gateway_common::{
+    Counter,
+    maps::{FlowKey, FlowStats, action, family},
+};
+
+use crate::{
+    counters::count,
+    maps::{FLOW_SCRATCH, FLOWS},
+    parsing::{Ipv4Packet, Ipv6Packet},
+};
+
+/// How a flow was handled, packed into one scalar for the out-of-line call.
+#[derive(Clone, Copy)]
+pub struct Handling(u64);
+
+impl Handling {
+    /// `route_target`: `maps::target` kind (0 none); `direction`: `maps::direction`;
+    /// `drop_reason`: the drop counter for a REJECT, `None` for an accepted packet.
+    #[inline(always)]
+    pub fn new(
+        route_target: u32,
+        direction: u8,
+        drop_reason: Option<Counter>,
+        subnet_index: u32,
+    ) -> Self {
+        let reason = match drop_reason {
+            Some(counter) => counter as u64,
+            None => 0,
+        };
+        Handling(
+            (subnet_index as u64)
+                | ((route_target as u64 & 0xff) << 32)
+                | ((direction as u64) << 40)
+                | (reason << 48),
+        )
+    }
+
+    #[inline(always)]
+    fn subnet_index(self) -> u32 {
+        self.0 as u32
+    }
+
+    #[inline(always)]
+    fn route_target(self) -> u32 {
+        ((self.0 >> 32) & 0xff) as u32
+    }
+
+    #[inline(always)]
+    fn direction(self) -> u8 {
+        (self.0 >> 40) as u8
+    }
+
+    #[inline(always)]
+    fn drop_reason(self) -> u16 {
+        (self.0 >> 48) as u16
+    }
+}
+
+#[inline(always)]
+fn widen(addr: [u8; 4]) -> [u8; 16] {
+    let mut wide = [0u8; 16];
+    wide[0] = addr[0];
+    wide[1] = addr[1];
+    wide[2] = addr[2];
+    wide[3] = addr[3];
+    wide
+}
+
+/// Accounts an IPv4 packet that leaves with addresses `src` -> `dst` (as read from the packet,
+/// `u32::from_ne_bytes`).
+#[inline(never)]
+pub fn account_v4(packet: &Ipv4Packet, ingress: u32, src: u32, dst: u32, handling: Handling) {
+    let key = FlowKey {
+        src: widen(packet.src),
+        dst: widen(packet.dst),
+        src_port: packet.src_port,
+        dst_port: packet.dst_port,
+        ingress_ifindex: ingress,
+        protocol: packet.protocol,
+        family: family::IPV4,
+        action: action_of(handling),
+        _pad: 0,
+    };
+    account(
+        &key,
+        packet.total_length,
+        aws_tcp_flags(packet.tcp_flags),
+        widen(src.to_ne_bytes()),
+        widen(dst.to_ne_bytes()),
+        handling,
+    );
+}
+
+/// Accounts an IPv6 packet (never translated).
+#[inline(never)]
+pub fn account_v6(packet: &Ipv6Packet, ingress: u32, handling: Handling) {
+    let key = FlowKey {
+        src: packet.src,
+        dst: packet.dst,
+        src_port: packet.src_port,
+        dst_port: packet.dst_port,
+        ingress_ifindex: ingress,
+        protocol: packet.next_header,
+        family: family::IPV6,
+        action: action_of(handling),
+        _pad: 0,
+    };
+    account(
+        &key,
+        packet.total_length,
+        aws_tcp_flags(packet.tcp_flags),
+        packet.src,
+        packet.dst,
+        handling,
+    );
+}
+
+/// A packet's TCP flags as flow logs report them: FIN (1), SYN (2), RST (4), and ACK (16) only
+/// together with SYN, so that OR-ing packets gives AWS's values (2 for the client's SYN,
+/// 18 for the server's SYN-ACK).
+#[inline(always)]
+fn aws_tcp_flags(raw: u8) -> u8 {
+    let mut flags = raw & 0x07;
+    if raw & 0x12 == 0x12 {
+        flags |= 0x10;
+    }
+    flags
+}
+
+#[inline(always)]
+fn action_of(handling: Handling) -> u8 {
+    if handling.drop_reason() != 0 {
+        action::REJECT
+    } else {
+        action::ACCEPT
+    }
+}
+
+#[inline(always)]
+fn account(
+    key: &FlowKey,
+    bytes: u16,
+    tcp_flags: u8,
+    translated_src: [u8; 16],
+    translated_dst: [u8; 16],
+    handling: Handling,
+) {
+    // SAFETY: helper without side effects.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if let Some(stats) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, no concurrent writer on this CPU.
+        let stats = unsafe { &mut *stats };
+        if stats.packets != 0 {
+            stats.packets += 1;
+            stats.bytes += bytes as u64;
+            stats.last_seen_ns = now;
+            stats.tcp_flags |= tcp_flags;
+            return;
+        }
+        // The entry was created by another CPU: this CPU's slot starts zeroed.
+        fill(
+            stats,
+            key,
+            bytes,
+            tcp_flags,
+            now,
+            translated_src,
+            translated_dst,
+            handling,
+        );
+        return;
+    }
+    // The new entry is assembled in a per-CPU scratch slot: the BPF stack is too small for it.
+    let Some(stats) = FLOW_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot, no concurrent writer on this CPU.
+    let stats = unsafe { &mut *stats };
+    fill(
+        stats,
+        key,
+        bytes,
+        tcp_flags,
+        now,
+        translated_src,
+        translated_dst,
+        handling,
+    );
+    if FLOWS.insert(key, *stats, 0).is_err() {
+        count(Counter::FlowTableFull);
+    }
+}
+
+/// Writes a flow's first packet into a value slot.
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "inlined; one call per slot kind")]
+fn fill(
+    stats: &mut FlowStats,
+    key: &FlowKey,
+    bytes: u16,
+    tcp_flags: u8,
+    now: u64,
+    translated_src: [u8; 16],
+    translated_dst: [u8; 16],
+    handling: Handling,
+) {
+    stats.packets = 1;
+    stats.bytes = bytes as u64;
+    stats.first_seen_ns = now;
+    stats.last_seen_ns = now;
+    stats.translated_src = translated_src;
+    stats.translated_dst = translated_dst;
+    stats.translated_src_port = key.src_port;
+    stats.translated_dst_port = key.dst_port;
+    stats.route_target = handling.route_target();
+    stats.subnet_index = handling.subnet_index();
+    stats.tcp_flags = tcp_flags;
+    stats.direction = handling.direction();
+    stats.drop_reason = handling.drop_reason();
+}

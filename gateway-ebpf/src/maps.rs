@@ -1,0 +1,64 @@
+//! The BPF maps. Types and names are shared with the controller through `gateway_common::maps`.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
+};
+use gateway_common::{
+    conntrack::{ConnEntry, ConnKey, Timeouts},
+    counters::COUNTER_COUNT,
+    maps::{
+        FlowKey, FlowStats, InterfaceInfo, MAX_CONNTRACK, MAX_ELASTIC_IPS, MAX_FLOWS,
+        MAX_INTERFACES, MAX_ROUTES, MAX_SUBNETS, RouteKeyV4, RouteKeyV6, RouteTarget, SubnetInfo,
+    },
+};
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+/// ifindex -> role of every interface the program is attached to.
+#[map(name = "INTERFACES")]
+pub static INTERFACES: HashMap<u32, InterfaceInfo> = HashMap::with_max_entries(MAX_INTERFACES, 0);
+
+/// ifindex -> ifindex of the interfaces the program may redirect to.
+#[map(name = "REDIRECT_DEVICES")]
+pub static REDIRECT_DEVICES: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
+
+/// Subnet prefixes, looked up by an address to find its subnet and route table.
+#[map(name = "SUBNETS_V4")]
+pub static SUBNETS_V4: LpmTrie<[u8; 4], SubnetInfo> = LpmTrie::with_max_entries(MAX_SUBNETS, 0);
+#[map(name = "SUBNETS_V6")]
+pub static SUBNETS_V6: LpmTrie<[u8; 16], SubnetInfo> = LpmTrie::with_max_entries(MAX_SUBNETS, 0);
+
+/// (route table, destination prefix) -> target.
+#[map(name = "ROUTES_V4")]
+pub static ROUTES_V4: LpmTrie<RouteKeyV4, RouteTarget> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
+#[map(name = "ROUTES_V6")]
+pub static ROUTES_V6: LpmTrie<RouteKeyV6, RouteTarget> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
+
+/// The internet gateway's Elastic IP associations, both ways.
+#[map(name = "ELASTIC_IP_BY_PRIVATE")]
+pub static ELASTIC_IP_BY_PRIVATE: HashMap<[u8; 4], [u8; 4]> =
+    HashMap::with_max_entries(MAX_ELASTIC_IPS, 0);
+#[map(name = "ELASTIC_IP_BY_PUBLIC")]
+pub static ELASTIC_IP_BY_PUBLIC: HashMap<[u8; 4], [u8; 4]> =
+    HashMap::with_max_entries(MAX_ELASTIC_IPS, 0);
+
+/// Per-flow packet and byte counts for flow logs (swept by the controller).
+#[map(name = "FLOWS")]
+pub static FLOWS: PerCpuHashMap<FlowKey, FlowStats> = PerCpuHashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// One per-CPU slot where a new flow entry is assembled before insertion.
+#[map(name = "FLOW_SCRATCH")]
+pub static FLOW_SCRATCH: PerCpuArray<FlowStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Connection tracking (egress-only internet gateway now, NAT gateway later). A plain hash map
+/// with explicit expiry, never an LRU: eviction would silently cut live flows. Not preallocated.
+#[map(name = "CONNTRACK")]
+pub static CONNTRACK: HashMap<ConnKey, ConnEntry> =
+    HashMap::with_max_entries(MAX_CONNTRACK, BPF_F_NO_PREALLOC);
+
+/// The idle timeouts, one entry written by the controller from the config.
+#[map(name = "CONNTRACK_TIMEOUTS")]
+pub static CONNTRACK_TIMEOUTS: Array<Timeouts> = Array::with_max_entries(1, 0);

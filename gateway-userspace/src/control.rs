@@ -1,0 +1,69 @@
+//! The control socket: a Unix stream socket on which the running controller answers one request
+//! per connection (a line with the command, a JSON document back). `gateway stats` and later
+//! commands use it from another shell; a socket needs no cleanup in bpffs and works the same in
+//! every network namespace.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+/// The answer to `stats`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatsReply {
+    /// (name, value) in the dataplane's counter order.
+    pub counters: Vec<(String, u64)>,
+    /// Live entries in the flow-log accounting table.
+    pub tracked_flows: u64,
+    /// Seconds since the controller started.
+    pub uptime_seconds: u64,
+}
+
+/// One live connection-tracking entry, as `gateway conntrack` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConntrackRow {
+    /// "tcp", "udp", "icmp", "icmpv6" or the protocol number.
+    pub protocol: String,
+    /// Which gateway tracks it: "egress-only".
+    pub gateway: String,
+    /// The VPC side, `address port` (ICMP echo: the identifier as the port).
+    pub inside: String,
+    /// The internet side.
+    pub remote: String,
+    pub state: String,
+    pub age_seconds: u64,
+    pub idle_seconds: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+}
+
+/// Sends `command` to the controller at `socket` and returns its JSON answer.
+pub fn request(socket: &Path, command: &str) -> anyhow::Result<String> {
+    let mut stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "connecting to the gateway's control socket {} (is `gateway run` running, and is this \
+             its socket? see [controller] socket in the config)",
+            socket.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    writeln!(stream, "{command}")?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .read_line(&mut reply)
+        .context("reading the controller's answer")?;
+    if reply.is_empty() {
+        bail!("the controller closed the connection without answering");
+    }
+    if let Some(error) = reply.strip_prefix("error: ") {
+        bail!("the controller answered: {}", error.trim_end());
+    }
+    Ok(reply)
+}

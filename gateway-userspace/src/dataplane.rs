@@ -1,0 +1,406 @@
+//! The kernel side as the controller sees it: load the XDP object, turn a validated [`Config`]
+//! into map contents (a [`MapPlan`], pure and testable), write them, attach to interfaces, and
+//! read counters and flows back.
+
+use std::{collections::HashMap as StdHashMap, ffi::CString};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf,
+    maps::{
+        Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuHashMap,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+};
+use gateway_common::{
+    Counter,
+    conntrack::{ConnEntry, ConnKey, Timeouts},
+    maps::{
+        FlowKey, FlowStats, InterfaceInfo, RouteKeyV4, RouteKeyV6, RouteTarget, SubnetInfo,
+        XDP_PROGRAM, names, role, target,
+    },
+};
+use ipnet::IpNet;
+
+use crate::config::{self, Config, InterfaceRole};
+
+/// Everything the maps will hold for one configuration, computed before any map is touched.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MapPlan {
+    /// (ifindex, info) of every attached interface.
+    pub interfaces: Vec<(u32, InterfaceInfo)>,
+    pub subnets_v4: Vec<(u32, [u8; 4], SubnetInfo)>,
+    pub subnets_v6: Vec<(u32, [u8; 16], SubnetInfo)>,
+    /// (LPM prefix length including the route-table bits, key, target).
+    pub routes_v4: Vec<(u32, RouteKeyV4, RouteTarget)>,
+    pub routes_v6: Vec<(u32, RouteKeyV6, RouteTarget)>,
+    /// (private, public) Elastic IP associations.
+    pub elastic_ips: Vec<([u8; 4], [u8; 4])>,
+    /// Connection-tracking idle timeouts.
+    pub timeouts: Timeouts,
+}
+
+fn nanos(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The kernel's form of the configured timeouts.
+pub fn timeouts_of(conntrack: &config::Conntrack) -> Timeouts {
+    Timeouts {
+        tcp_established_ns: nanos(conntrack.tcp_established_idle),
+        tcp_transitory_ns: nanos(conntrack.tcp_transitory_idle),
+        udp_ns: nanos(conntrack.udp_idle),
+        icmp_ns: nanos(conntrack.icmp_idle),
+        other_ns: nanos(conntrack.other_idle),
+    }
+}
+
+/// Resolves an interface name to its ifindex in the current network namespace.
+pub fn ifindex_of(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+fn target_of(route_target: config::RouteTarget) -> RouteTarget {
+    let (kind, gateway_index) = match route_target {
+        config::RouteTarget::Local => (target::LOCAL, 0),
+        config::RouteTarget::Blackhole => (target::BLACKHOLE, 0),
+        config::RouteTarget::InternetGateway => (target::INTERNET_GATEWAY, 0),
+        config::RouteTarget::NatGateway(index) => (target::NAT_GATEWAY, index as u32),
+        config::RouteTarget::EgressOnlyInternetGateway(index) => {
+            (target::EGRESS_ONLY_INTERNET_GATEWAY, index as u32)
+        }
+    };
+    RouteTarget {
+        kind,
+        gateway_index,
+    }
+}
+
+impl MapPlan {
+    /// Builds the plan. `resolve` maps an interface name to its ifindex; an interface that does
+    /// not exist is an error naming the config line.
+    pub fn new(config: &Config, resolve: impl Fn(&str) -> Option<u32>) -> anyhow::Result<MapPlan> {
+        let mut plan = MapPlan {
+            timeouts: timeouts_of(&config.conntrack),
+            ..MapPlan::default()
+        };
+        for interface in &config.interfaces {
+            let ifindex = resolve(&interface.name).ok_or_else(|| {
+                anyhow!(
+                    "line {}: interfaces: interface {:?} does not exist in this network namespace",
+                    interface.line,
+                    interface.name
+                )
+            })?;
+            let role = match interface.role {
+                InterfaceRole::Vpc => role::VPC,
+                InterfaceRole::Internet => role::INTERNET,
+            };
+            plan.interfaces
+                .push((ifindex, InterfaceInfo { role, _reserved: 0 }));
+        }
+        for (index, subnet) in config.subnets.iter().enumerate() {
+            let info = SubnetInfo {
+                route_table: subnet.route_table as u32,
+                subnet_index: index as u32,
+            };
+            if let Some(cidr) = subnet.ipv4_cidr {
+                plan.subnets_v4
+                    .push((cidr.prefix_len() as u32, cidr.network().octets(), info));
+            }
+            if let Some(cidr) = subnet.ipv6_cidr {
+                plan.subnets_v6
+                    .push((cidr.prefix_len() as u32, cidr.network().octets(), info));
+            }
+        }
+        for (table_index, table) in config.route_tables.iter().enumerate() {
+            let route_table = (table_index as u32).to_be_bytes();
+            for route in &table.routes {
+                let target = target_of(route.target);
+                match route.destination {
+                    IpNet::V4(net) => plan.routes_v4.push((
+                        32 + net.prefix_len() as u32,
+                        RouteKeyV4 {
+                            route_table,
+                            destination: net.network().octets(),
+                        },
+                        target,
+                    )),
+                    IpNet::V6(net) => plan.routes_v6.push((
+                        32 + net.prefix_len() as u32,
+                        RouteKeyV6 {
+                            route_table,
+                            destination: net.network().octets(),
+                        },
+                        target,
+                    )),
+                }
+            }
+        }
+        if let Some(igw) = &config.internet_gateway {
+            for eip in &igw.elastic_ips {
+                plan.elastic_ips
+                    .push((eip.private.octets(), eip.public.octets()));
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// The loaded XDP object.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    links: Vec<XdpLinkId>,
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))
+}
+
+impl Dataplane {
+    /// Loads the embedded object and the XDP program into the kernel (runs the verifier).
+    pub fn load() -> anyhow::Result<Dataplane> {
+        let mut ebpf = Ebpf::load(crate::EBPF_OBJECT).context("loading the eBPF object")?;
+        let program: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .context("XDP program missing from the object")?
+            .try_into()
+            .context("program is not XDP")?;
+        program
+            .load()
+            .context("the kernel refused the XDP program (verifier)")?;
+        Ok(Dataplane {
+            ebpf,
+            links: Vec::new(),
+        })
+    }
+
+    /// The XDP program, for attaching or `BPF_PROG_TEST_RUN`.
+    pub fn program(&mut self) -> anyhow::Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(XDP_PROGRAM)
+            .context("XDP program missing from the object")?
+            .try_into()?)
+    }
+
+    /// Writes the plan into the maps (which must be empty: a fresh load).
+    pub fn apply(&mut self, plan: &MapPlan) -> anyhow::Result<()> {
+        {
+            let mut interfaces: HashMap<_, u32, InterfaceInfo> =
+                HashMap::try_from(map_mut(&mut self.ebpf, names::INTERFACES)?)?;
+            for (ifindex, info) in &plan.interfaces {
+                interfaces.insert(ifindex, info, 0)?;
+            }
+        }
+        {
+            let mut devices =
+                DevMapHash::try_from(map_mut(&mut self.ebpf, names::REDIRECT_DEVICES)?)?;
+            for (ifindex, _) in &plan.interfaces {
+                devices
+                    .insert(*ifindex, *ifindex, None, 0)
+                    .with_context(|| format!("adding ifindex {ifindex} to the redirect map"))?;
+            }
+        }
+        {
+            let mut subnets: LpmTrie<_, [u8; 4], SubnetInfo> =
+                LpmTrie::try_from(map_mut(&mut self.ebpf, names::SUBNETS_V4)?)?;
+            for (len, prefix, info) in &plan.subnets_v4 {
+                subnets.insert(&Key::new(*len, *prefix), info, 0)?;
+            }
+        }
+        {
+            let mut subnets: LpmTrie<_, [u8; 16], SubnetInfo> =
+                LpmTrie::try_from(map_mut(&mut self.ebpf, names::SUBNETS_V6)?)?;
+            for (len, prefix, info) in &plan.subnets_v6 {
+                subnets.insert(&Key::new(*len, *prefix), info, 0)?;
+            }
+        }
+        {
+            let mut routes: LpmTrie<_, RouteKeyV4, RouteTarget> =
+                LpmTrie::try_from(map_mut(&mut self.ebpf, names::ROUTES_V4)?)?;
+            for (len, key, target) in &plan.routes_v4 {
+                routes.insert(&Key::new(*len, *key), target, 0)?;
+            }
+        }
+        {
+            let mut routes: LpmTrie<_, RouteKeyV6, RouteTarget> =
+                LpmTrie::try_from(map_mut(&mut self.ebpf, names::ROUTES_V6)?)?;
+            for (len, key, target) in &plan.routes_v6 {
+                routes.insert(&Key::new(*len, *key), target, 0)?;
+            }
+        }
+        {
+            let mut by_private: HashMap<_, [u8; 4], [u8; 4]> =
+                HashMap::try_from(map_mut(&mut self.ebpf, names::ELASTIC_IP_BY_PRIVATE)?)?;
+            for (private, public) in &plan.elastic_ips {
+                by_private.insert(private, public, 0)?;
+            }
+        }
+        {
+            let mut timeouts: Array<_, Timeouts> =
+                Array::try_from(map_mut(&mut self.ebpf, names::CONNTRACK_TIMEOUTS)?)?;
+            timeouts.set(0, plan.timeouts, 0)?;
+        }
+        {
+            let mut by_public: HashMap<_, [u8; 4], [u8; 4]> =
+                HashMap::try_from(map_mut(&mut self.ebpf, names::ELASTIC_IP_BY_PUBLIC)?)?;
+            for (private, public) in &plan.elastic_ips {
+                by_public.insert(public, private, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the program to every interface of the plan.
+    pub fn attach(&mut self, plan: &MapPlan, mode: XdpMode) -> anyhow::Result<()> {
+        for (ifindex, _) in &plan.interfaces {
+            let link = self
+                .program()?
+                .attach_to_if_index(*ifindex, mode)
+                .with_context(|| format!("attaching XDP to ifindex {ifindex} ({mode:?} mode)"))?;
+            self.links.push(link);
+        }
+        Ok(())
+    }
+
+    /// Detaches from every interface.
+    pub fn detach(&mut self) -> anyhow::Result<()> {
+        let links = std::mem::take(&mut self.links);
+        for link in links {
+            self.program()?.detach(link)?;
+        }
+        Ok(())
+    }
+
+    /// Every counter summed over the CPUs, in [`Counter::ALL`] order.
+    pub fn counters(&self) -> anyhow::Result<Vec<(Counter, u64)>> {
+        let map = self
+            .ebpf
+            .map(names::COUNTERS)
+            .context("COUNTERS map missing")?;
+        let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        Counter::ALL
+            .iter()
+            .map(|counter| {
+                let values = counters.get(&(*counter as u32), 0)?;
+                Ok((*counter, values.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// A snapshot of the flow table with the CPUs' values combined.
+    pub fn flows(&self) -> anyhow::Result<Vec<(FlowKey, FlowStats)>> {
+        let map = self.ebpf.map(names::FLOWS).context("FLOWS map missing")?;
+        let flows: PerCpuHashMap<&MapData, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
+        let mut snapshot = Vec::new();
+        for entry in flows.iter() {
+            let (key, per_cpu) = match entry {
+                Ok(entry) => entry,
+                // Deleted between listing the key and reading it.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(error) => return Err(error.into()),
+            };
+            if let Some(combined) = combine(per_cpu.iter()) {
+                snapshot.push((key, combined));
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// Deletes flows (idle ones, after they were logged).
+    pub fn remove_flows(&mut self, keys: &[FlowKey]) -> anyhow::Result<()> {
+        let mut flows: PerCpuHashMap<_, FlowKey, FlowStats> =
+            PerCpuHashMap::try_from(map_mut(&mut self.ebpf, names::FLOWS)?)?;
+        for key in keys {
+            match flows.remove(key) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(error) => bail!("deleting a flow entry: {error}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Dataplane {
+    /// A snapshot of the connection-tracking table.
+    pub fn conntrack(&self) -> anyhow::Result<Vec<(ConnKey, ConnEntry)>> {
+        let map = self
+            .ebpf
+            .map(names::CONNTRACK)
+            .context("CONNTRACK map missing")?;
+        let table: HashMap<&MapData, ConnKey, ConnEntry> = HashMap::try_from(map)?;
+        let mut entries = Vec::new();
+        for entry in table.iter() {
+            match entry {
+                Ok(entry) => entries.push(entry),
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Deletes the entries idle for longer than their timeout at `now` (the dataplane's clock),
+    /// re-reading each one just before deleting it so that a flow refreshed in between stays.
+    /// Returns how many were deleted.
+    pub fn sweep_conntrack(&mut self, timeouts: &Timeouts, now: u64) -> anyhow::Result<usize> {
+        let expired: Vec<ConnKey> = self
+            .conntrack()?
+            .into_iter()
+            .filter(|(key, entry)| is_expired(timeouts, key, entry, now))
+            .map(|(key, _)| key)
+            .collect();
+        let mut table: HashMap<_, ConnKey, ConnEntry> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::CONNTRACK)?)?;
+        let mut deleted = 0;
+        for key in expired {
+            match table.get(&key, 0) {
+                Ok(entry) if is_expired(timeouts, &key, &entry, now) => {}
+                _ => continue,
+            }
+            match table.remove(&key) {
+                Ok(()) => deleted += 1,
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(error) => bail!("deleting a conntrack entry: {error}"),
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Whether an entry has been idle for longer than its state's timeout.
+pub fn is_expired(timeouts: &Timeouts, key: &ConnKey, entry: &ConnEntry, now: u64) -> bool {
+    now.saturating_sub(entry.last_seen_ns) > timeouts.for_entry(key.protocol, entry.state)
+}
+
+/// Combines the per-CPU values of one flow: counts add up, times span all CPUs, flags OR.
+pub fn combine<'a>(values: impl Iterator<Item = &'a FlowStats>) -> Option<FlowStats> {
+    let mut combined: Option<FlowStats> = None;
+    for value in values.filter(|value| value.packets > 0) {
+        match &mut combined {
+            None => combined = Some(*value),
+            Some(total) => {
+                total.packets += value.packets;
+                total.bytes += value.bytes;
+                total.first_seen_ns = total.first_seen_ns.min(value.first_seen_ns);
+                total.last_seen_ns = total.last_seen_ns.max(value.last_seen_ns);
+                total.tcp_flags |= value.tcp_flags;
+            }
+        }
+    }
+    combined
+}
+
+/// Names the counters for display.
+pub fn counter_table(counters: &[(Counter, u64)]) -> StdHashMap<&'static str, u64> {
+    counters
+        .iter()
+        .map(|(counter, value)| (counter.name(), *value))
+        .collect()
+}
