@@ -369,8 +369,25 @@ fn quoted_flow_is_tracked(ctx: &XdpContext, packet: &Ipv6Packet, now: u64) -> bo
     if head.quoted.src_addr != packet.dst {
         return false;
     }
-    let protocol = head.quoted.next_hdr;
-    let quoted = head.quoted_transport;
+    let mut protocol = head.quoted.next_hdr;
+    let mut quoted = head.quoted_transport;
+    if !matches!(protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6) {
+        // The quoted packet carried extension headers (Destination Options, a Fragment header
+        // when the instance fragmented it, ...): its ports are behind them. A later fragment
+        // quotes no ports, so it cannot be matched.
+        let Ok(upper) = ipv6_upper_layer(ctx, packet.l3 + Ipv6Hdr::LEN + 8) else {
+            return false;
+        };
+        if upper.later_fragment {
+            return false;
+        }
+        let Some(behind) = ptr_at::<[u8; 8]>(ctx, upper.l4) else {
+            return false;
+        };
+        protocol = upper.protocol;
+        // SAFETY: bounds-checked above.
+        quoted = unsafe { *behind };
+    }
     let mut transport = Transport {
         protocol,
         src_port: u16::from_be_bytes([quoted[0], quoted[1]]),
