@@ -73,6 +73,10 @@ fn row(
 }
 
 impl Row {
+    #[expect(
+        dead_code,
+        reason = "no row is marked today; kept for the next dataplane bug a row finds"
+    )]
     fn known_issue(mut self, issue: &'static str) -> Row {
         self.known_issue = Some(issue);
         self
