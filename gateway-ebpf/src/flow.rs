@@ -94,8 +94,8 @@ pub fn account_v4(packet: &Ipv4Packet, ingress: u32, src: u32, dst: u32, handlin
         &key,
         packet.total_length,
         aws_tcp_flags(packet.tcp_flags),
-        widen(src.to_ne_bytes()),
-        widen(dst.to_ne_bytes()),
+        &widen(src.to_ne_bytes()),
+        &widen(dst.to_ne_bytes()),
         handling,
     );
 }
@@ -118,8 +118,8 @@ pub fn account_v6(packet: &Ipv6Packet, ingress: u32, handling: Handling) {
         &key,
         packet.total_length,
         aws_tcp_flags(packet.tcp_flags),
-        packet.src,
-        packet.dst,
+        &packet.src,
+        &packet.dst,
         handling,
     );
 }
@@ -150,8 +150,8 @@ fn account(
     key: &FlowKey,
     bytes: u16,
     tcp_flags: u8,
-    translated_src: [u8; 16],
-    translated_dst: [u8; 16],
+    translated_src: &[u8; 16],
+    translated_dst: &[u8; 16],
     handling: Handling,
 ) {
     // SAFETY: helper without side effects.
@@ -209,16 +209,16 @@ fn fill(
     bytes: u16,
     tcp_flags: u8,
     now: u64,
-    translated_src: [u8; 16],
-    translated_dst: [u8; 16],
+    translated_src: &[u8; 16],
+    translated_dst: &[u8; 16],
     handling: Handling,
 ) {
     stats.packets = 1;
     stats.bytes = bytes as u64;
     stats.first_seen_ns = now;
     stats.last_seen_ns = now;
-    stats.translated_src = translated_src;
-    stats.translated_dst = translated_dst;
+    stats.translated_src = *translated_src;
+    stats.translated_dst = *translated_dst;
     stats.translated_src_port = key.src_port;
     stats.translated_dst_port = key.dst_port;
     stats.route_target = handling.route_target();

@@ -2,7 +2,7 @@
 //! in both directions, including the packet quoted inside ICMP errors (RFC 5508) so traceroute
 //! and path MTU discovery work through it. IPv6 is never translated.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use gateway_common::{
     Counter,
     maps::{direction, target},
@@ -169,13 +169,22 @@ pub fn pass_through_ipv6(
         direction::INGRESS => (Counter::ForwardIgwInboundIpv6, target::INTERNET_GATEWAY),
         _ => (Counter::ForwardIgwOutboundIpv6, target::INTERNET_GATEWAY),
     };
-    count(counter);
+    // Inside the VPC, counted once forwarded: a local route also covers the gateway's own
+    // addresses, which the FIB hands to the kernel.
+    let local = flow_direction == direction::INTERNAL;
+    if !local {
+        count(counter);
+    }
     flow::account_v6(
         packet,
         ingress,
         Handling::new(route_target, flow_direction, None, subnet_index),
     );
-    forwarding::ipv6(ctx, packet, ingress)
+    let verdict = forwarding::ipv6(ctx, packet, ingress);
+    if local && verdict == xdp_action::XDP_REDIRECT {
+        count(counter);
+    }
+    verdict
 }
 
 #[inline(always)]
@@ -301,6 +310,10 @@ fn translate_quoted(
     } else {
         return Ok(());
     };
+    // Only within the ICMP message: bytes after the outer IP packet are not part of the quote.
+    if check_offset + 2 > packet.l3 + packet.total_length as usize {
+        return Ok(());
+    }
     if let Some(check) = ptr_at::<[u8; 2]>(ctx, check_offset) {
         let before = checksum::read(check);
         if inner_protocol == IPPROTO_UDP {

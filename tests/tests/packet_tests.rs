@@ -203,7 +203,10 @@ fn rows() -> Vec<Row> {
         row(
             "IPv4 UDP out: source translated, UDP checksum updated",
             Vpc,
-            eth4(FROM_INSTANCE, ipv4(&v4(INSTANCE, REMOTE, 64), udp(40000, 53), PAYLOAD)),
+            eth4(
+                FROM_INSTANCE,
+                ipv4(&v4(INSTANCE, REMOTE, 64), udp(40000, 53), PAYLOAD),
+            ),
             Redirect,
             redirect(eth4(
                 TO_INTERNET,
@@ -228,7 +231,10 @@ fn rows() -> Vec<Row> {
         row(
             "ICMP echo request out: source translated (ICMP checksum has no pseudo-header)",
             Vpc,
-            eth4(FROM_INSTANCE, ipv4(&v4(INSTANCE, REMOTE, 64), echo_request(), PAYLOAD)),
+            eth4(
+                FROM_INSTANCE,
+                ipv4(&v4(INSTANCE, REMOTE, 64), echo_request(), PAYLOAD),
+            ),
             Redirect,
             redirect(eth4(
                 TO_INTERNET,
@@ -241,12 +247,20 @@ fn rows() -> Vec<Row> {
             Vpc,
             eth4(
                 FROM_INSTANCE,
-                ipv4(&v4(INSTANCE, REMOTE, 64).options(&short_options), tcp(40000, 443), PAYLOAD),
+                ipv4(
+                    &v4(INSTANCE, REMOTE, 64).options(&short_options),
+                    tcp(40000, 443),
+                    PAYLOAD,
+                ),
             ),
             Redirect,
             redirect(eth4(
                 TO_INTERNET,
-                ipv4(&v4(ELASTIC_IP, REMOTE, 63).options(&short_options), tcp(40000, 443), PAYLOAD),
+                ipv4(
+                    &v4(ELASTIC_IP, REMOTE, 63).options(&short_options),
+                    tcp(40000, 443),
+                    PAYLOAD,
+                ),
             )),
             &[ForwardIgwOutboundIpv4],
         ),
@@ -255,12 +269,20 @@ fn rows() -> Vec<Row> {
             Vpc,
             eth4(
                 FROM_INSTANCE,
-                ipv4(&v4(INSTANCE, REMOTE, 64).options(&long_options), udp(40000, 53), PAYLOAD),
+                ipv4(
+                    &v4(INSTANCE, REMOTE, 64).options(&long_options),
+                    udp(40000, 53),
+                    PAYLOAD,
+                ),
             ),
             Redirect,
             redirect(eth4(
                 TO_INTERNET,
-                ipv4(&v4(ELASTIC_IP, REMOTE, 63).options(&long_options), udp(40000, 53), PAYLOAD),
+                ipv4(
+                    &v4(ELASTIC_IP, REMOTE, 63).options(&long_options),
+                    udp(40000, 53),
+                    PAYLOAD,
+                ),
             )),
             &[ForwardIgwOutboundIpv4],
         ),
@@ -269,12 +291,20 @@ fn rows() -> Vec<Row> {
             Vpc,
             eth4(
                 FROM_INSTANCE,
-                ipv4(&v4(INSTANCE, REMOTE, 64).fragment(true, 0), tcp(40000, 443), PAYLOAD),
+                ipv4(
+                    &v4(INSTANCE, REMOTE, 64).fragment(true, 0),
+                    tcp(40000, 443),
+                    PAYLOAD,
+                ),
             ),
             Redirect,
             redirect(eth4(
                 TO_INTERNET,
-                ipv4(&v4(ELASTIC_IP, REMOTE, 63).fragment(true, 0), tcp(40000, 443), PAYLOAD),
+                ipv4(
+                    &v4(ELASTIC_IP, REMOTE, 63).fragment(true, 0),
+                    tcp(40000, 443),
+                    PAYLOAD,
+                ),
             )),
             &[ForwardIgwOutboundIpv4],
         ),
@@ -349,7 +379,10 @@ fn rows() -> Vec<Row> {
         row(
             "IPv4 out to a blackhole route: dropped",
             Vpc,
-            eth4(FROM_INSTANCE, ipv4(&v4(INSTANCE, BLACKHOLED, 64), tcp(40000, 443), PAYLOAD)),
+            eth4(
+                FROM_INSTANCE,
+                ipv4(&v4(INSTANCE, BLACKHOLED, 64), tcp(40000, 443), PAYLOAD),
+            ),
             Drop,
             Output::Ignored,
             &[DropRouteBlackhole],
@@ -374,7 +407,10 @@ fn rows() -> Vec<Row> {
         row(
             "ICMP echo reply in to an Elastic IP: destination translated",
             Internet,
-            eth4(FROM_INTERNET, ipv4(&v4(REMOTE, ELASTIC_IP, 64), echo_reply(), PAYLOAD)),
+            eth4(
+                FROM_INTERNET,
+                ipv4(&v4(REMOTE, ELASTIC_IP, 64), echo_reply(), PAYLOAD),
+            ),
             Redirect,
             redirect(eth4(
                 TO_INSTANCE,
@@ -393,7 +429,10 @@ fn rows() -> Vec<Row> {
         row(
             "IPv4 in from a source the subnet's route table blackholes: dropped",
             Internet,
-            eth4(FROM_INTERNET, ipv4(&v4(BLACKHOLED, ELASTIC_IP, 64), tcp(443, 40000), PAYLOAD)),
+            eth4(
+                FROM_INTERNET,
+                ipv4(&v4(BLACKHOLED, ELASTIC_IP, 64), tcp(443, 40000), PAYLOAD),
+            ),
             Drop,
             Output::Ignored,
             &[DropInboundNotRouted],
@@ -402,33 +441,66 @@ fn rows() -> Vec<Row> {
         row(
             "ICMP Time Exceeded in, quoting a UDP probe from the Elastic IP: outer and quoted translated",
             Internet,
-            eth4(FROM_INTERNET, ipv4(&v4(ROUTER, ELASTIC_IP, 64), L4::Icmp4(TIME_EXCEEDED), &udp_probe_as_sent)),
+            eth4(
+                FROM_INTERNET,
+                ipv4(
+                    &v4(ROUTER, ELASTIC_IP, 64),
+                    L4::Icmp4(TIME_EXCEEDED),
+                    &udp_probe_as_sent,
+                ),
+            ),
             Redirect,
             redirect(eth4(
                 TO_INSTANCE,
-                ipv4(&v4(ROUTER, INSTANCE, 63), L4::Icmp4(TIME_EXCEEDED), &udp_probe_as_instance_sent),
+                ipv4(
+                    &v4(ROUTER, INSTANCE, 63),
+                    L4::Icmp4(TIME_EXCEEDED),
+                    &udp_probe_as_instance_sent,
+                ),
             )),
             &[IcmpErrorTranslatedInbound, ForwardIgwInboundIpv4],
         ),
         row(
             "ICMP Fragmentation Needed in, quoting TCP: outer and quoted translated",
             Internet,
-            eth4(FROM_INTERNET, ipv4(&v4(ROUTER, ELASTIC_IP, 64), L4::Icmp4(FRAG_NEEDED), &tcp_as_sent)),
+            eth4(
+                FROM_INTERNET,
+                ipv4(
+                    &v4(ROUTER, ELASTIC_IP, 64),
+                    L4::Icmp4(FRAG_NEEDED),
+                    &tcp_as_sent,
+                ),
+            ),
             Redirect,
             redirect(eth4(
                 TO_INSTANCE,
-                ipv4(&v4(ROUTER, INSTANCE, 63), L4::Icmp4(FRAG_NEEDED), &tcp_as_instance_sent),
+                ipv4(
+                    &v4(ROUTER, INSTANCE, 63),
+                    L4::Icmp4(FRAG_NEEDED),
+                    &tcp_as_instance_sent,
+                ),
             )),
             &[IcmpErrorTranslatedInbound, ForwardIgwInboundIpv4],
         ),
         row(
             "ICMP Fragmentation Needed in, quoting only 8 bytes of TCP: quoted IPv4 header translated",
             Internet,
-            eth4(FROM_INTERNET, ipv4(&v4(ROUTER, ELASTIC_IP, 64), L4::Icmp4(FRAG_NEEDED), &big_tcp_as_sent[..28])),
+            eth4(
+                FROM_INTERNET,
+                ipv4(
+                    &v4(ROUTER, ELASTIC_IP, 64),
+                    L4::Icmp4(FRAG_NEEDED),
+                    &big_tcp_as_sent[..28],
+                ),
+            ),
             Redirect,
             redirect(eth4(
                 TO_INSTANCE,
-                ipv4(&v4(ROUTER, INSTANCE, 63), L4::Icmp4(FRAG_NEEDED), &big_tcp_as_instance_sent[..28]),
+                ipv4(
+                    &v4(ROUTER, INSTANCE, 63),
+                    L4::Icmp4(FRAG_NEEDED),
+                    &big_tcp_as_instance_sent[..28],
+                ),
             )),
             &[IcmpErrorTranslatedInbound, ForwardIgwInboundIpv4],
         ),
@@ -436,23 +508,29 @@ fn rows() -> Vec<Row> {
             "ICMP error in with bytes after the IPv4 packet (Ethernet trailer): trailer and ICMP checksum intact",
             Internet,
             with_trailer(
-                eth4(FROM_INTERNET, ipv4(&v4(ROUTER, ELASTIC_IP, 64), L4::Icmp4(FRAG_NEEDED), &big_tcp_as_sent[..28])),
+                eth4(
+                    FROM_INTERNET,
+                    ipv4(
+                        &v4(ROUTER, ELASTIC_IP, 64),
+                        L4::Icmp4(FRAG_NEEDED),
+                        &big_tcp_as_sent[..28],
+                    ),
+                ),
                 &[0xee; 12],
             ),
             Redirect,
             redirect(with_trailer(
                 eth4(
                     TO_INSTANCE,
-                    ipv4(&v4(ROUTER, INSTANCE, 63), L4::Icmp4(FRAG_NEEDED), &big_tcp_as_instance_sent[..28]),
+                    ipv4(
+                        &v4(ROUTER, INSTANCE, 63),
+                        L4::Icmp4(FRAG_NEEDED),
+                        &big_tcp_as_instance_sent[..28],
+                    ),
                 ),
                 &[0xee; 12],
             )),
             &[IcmpErrorTranslatedInbound, ForwardIgwInboundIpv4],
-        )
-        .known_issue(
-            "igw.rs translate_quoted bounds the quoted TCP/UDP checksum by data_end, not by the \
-             outer IPv4 total length: it 'updates' a checksum in the trailer and folds that change \
-             into the ICMP checksum, which then no longer matches the ICMP message",
         ),
         row(
             "ICMP error in quoting an address that is not the Elastic IP: dropped",
@@ -472,11 +550,22 @@ fn rows() -> Vec<Row> {
         row(
             "ICMP Port Unreachable out from the instance: outer source and quoted destination translated",
             Vpc,
-            eth4(FROM_INSTANCE, ipv4(&v4(INSTANCE, REMOTE, 64), L4::Icmp4(PORT_UNREACHABLE), &udp_to_instance)),
+            eth4(
+                FROM_INSTANCE,
+                ipv4(
+                    &v4(INSTANCE, REMOTE, 64),
+                    L4::Icmp4(PORT_UNREACHABLE),
+                    &udp_to_instance,
+                ),
+            ),
             Redirect,
             redirect(eth4(
                 TO_INTERNET,
-                ipv4(&v4(ELASTIC_IP, REMOTE, 63), L4::Icmp4(PORT_UNREACHABLE), &udp_to_elastic_ip),
+                ipv4(
+                    &v4(ELASTIC_IP, REMOTE, 63),
+                    L4::Icmp4(PORT_UNREACHABLE),
+                    &udp_to_elastic_ip,
+                ),
             )),
             &[IcmpErrorTranslatedOutbound, ForwardIgwOutboundIpv4],
         ),
@@ -484,23 +573,38 @@ fn rows() -> Vec<Row> {
         row(
             "IPv6 TCP out: unchanged but hop limit - 1 and MACs",
             Vpc,
-            eth6(FROM_INSTANCE, ipv6(INSTANCE6, REMOTE6, 64, tcp(40000, 443), PAYLOAD)),
+            eth6(
+                FROM_INSTANCE,
+                ipv6(INSTANCE6, REMOTE6, 64, tcp(40000, 443), PAYLOAD),
+            ),
             Redirect,
-            redirect(eth6(TO_INTERNET, ipv6(INSTANCE6, REMOTE6, 63, tcp(40000, 443), PAYLOAD))),
+            redirect(eth6(
+                TO_INTERNET,
+                ipv6(INSTANCE6, REMOTE6, 63, tcp(40000, 443), PAYLOAD),
+            )),
             &[ForwardIgwOutboundIpv6],
         ),
         row(
             "IPv6 TCP in: unchanged but hop limit - 1 and MACs",
             Internet,
-            eth6(FROM_INTERNET, ipv6(REMOTE6, INSTANCE6, 64, tcp(443, 40000), PAYLOAD)),
+            eth6(
+                FROM_INTERNET,
+                ipv6(REMOTE6, INSTANCE6, 64, tcp(443, 40000), PAYLOAD),
+            ),
             Redirect,
-            redirect(eth6(TO_INSTANCE, ipv6(REMOTE6, INSTANCE6, 63, tcp(443, 40000), PAYLOAD))),
+            redirect(eth6(
+                TO_INSTANCE,
+                ipv6(REMOTE6, INSTANCE6, 63, tcp(443, 40000), PAYLOAD),
+            )),
             &[ForwardIgwInboundIpv6],
         ),
         row(
             "IPv6 out with hop limit 1: to the kernel unchanged",
             Vpc,
-            eth6(FROM_INSTANCE, ipv6(INSTANCE6, REMOTE6, 1, tcp(40000, 443), PAYLOAD)),
+            eth6(
+                FROM_INSTANCE,
+                ipv6(INSTANCE6, REMOTE6, 1, tcp(40000, 443), PAYLOAD),
+            ),
             Pass,
             Output::Unchanged,
             &[PassTtlExpired],
@@ -521,11 +625,6 @@ fn rows() -> Vec<Row> {
             Pass,
             Output::Unchanged,
             &[PassNeighbourDiscovery],
-        )
-        .known_issue(
-            "parsing.rs parse_ipv6 returns PassNotOurs for any multicast destination before it \
-             looks at the ICMPv6 type, so multicast ND (nearly all of it) counts as pass_not_ours; \
-             pass_neighbour_discovery only ever sees unicast ND",
         ),
         row(
             "IPv6 neighbour solicitation unicast (reachability probe): to the kernel as ND",
@@ -538,7 +637,10 @@ fn rows() -> Vec<Row> {
         row(
             "IPv4 multicast (224.0.0.5): to the kernel",
             Vpc,
-            eth4(FROM_INSTANCE, ipv4(&v4(INSTANCE, MULTICAST, 1), udp(5000, 5000), PAYLOAD)),
+            eth4(
+                FROM_INSTANCE,
+                ipv4(&v4(INSTANCE, MULTICAST, 1), udp(5000, 5000), PAYLOAD),
+            ),
             Pass,
             Output::Unchanged,
             &[PassNotOurs],
@@ -546,14 +648,13 @@ fn rows() -> Vec<Row> {
         row(
             "IPv4 to the gateway's own address (route local, FIB local): to the kernel",
             Vpc,
-            eth4(FROM_INSTANCE, ipv4(&v4(INSTANCE, GATEWAY_VPC, 64), tcp(40000, 22), PAYLOAD)),
+            eth4(
+                FROM_INSTANCE,
+                ipv4(&v4(INSTANCE, GATEWAY_VPC, 64), tcp(40000, 22), PAYLOAD),
+            ),
             Pass,
             Output::Unchanged,
             &[PassLocalDestination],
-        )
-        .known_issue(
-            "routing.rs forward_local_v4 counts forward_local before the FIB lookup, so a packet \
-             for the gateway itself counts both forward_local and pass_local_destination",
         ),
         // --- Malformed: the headers the gateway reads must be inside the IPv4 packet.
         row(
@@ -573,11 +674,6 @@ fn rows() -> Vec<Row> {
             Drop,
             Output::Ignored,
             &[DropTruncatedTcp],
-        )
-        .known_issue(
-            "parsing.rs parse_transport (and igw.rs rewrite_address) bound the transport header by \
-             data_end, not by l3 + IPv4 total length: Ethernet padding is read as the rest of the \
-             TCP header and the packet is translated and forwarded",
         ),
     ]
 }
