@@ -379,3 +379,43 @@ fn unix_now() -> u64 {
         .expect("clock after 1970")
         .as_secs()
 }
+
+#[test]
+fn ipv4_from_a_private_address_without_elastic_ip_does_not_reach_the_internet() {
+    let igw = Igw::start();
+    // A second private address on the instance, with no Elastic IP mapped to it.
+    igw.net
+        .instance
+        .ip(["addr", "add", "10.0.1.20/24", "dev", "eth0"])
+        .expect("adding 10.0.1.20 to the instance");
+    let capture = Capture::start(&igw.net.internet, "eth0", "icmp")
+        .expect("starting tcpdump on the internet host");
+    let output = igw
+        .net
+        .instance
+        .exec([
+            "ping",
+            "-n",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-I",
+            "10.0.1.20",
+            "192.0.2.10",
+        ])
+        .expect("running ping");
+    let packets = capture.stop().expect("stopping tcpdump");
+    assert!(
+        !output.status.success(),
+        "ping from 10.0.1.20 (no Elastic IP) must get no reply:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        packets.is_empty(),
+        "nothing from 10.0.1.20 may reach the internet host, translated or not: {packets:?}"
+    );
+    igw.assert_counted("drop_igw_no_public_ipv4");
+}
