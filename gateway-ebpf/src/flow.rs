@@ -75,6 +75,47 @@ fn widen(addr: [u8; 4]) -> [u8; 16] {
     wide
 }
 
+/// The flow key of an accepted IPv4 packet as it arrived (the fast path's lookup key).
+#[inline(always)]
+pub fn accepted_key_v4(packet: &Ipv4Packet, ingress: u32) -> FlowKey {
+    FlowKey {
+        src: widen(packet.src),
+        dst: widen(packet.dst),
+        src_port: packet.src_port,
+        dst_port: packet.dst_port,
+        ingress_ifindex: ingress,
+        protocol: packet.protocol,
+        family: family::IPV4,
+        action: action::ACCEPT,
+        _pad: 0,
+    }
+}
+
+/// The flow key of an accepted IPv6 packet.
+#[inline(always)]
+pub fn accepted_key_v6(packet: &Ipv6Packet, ingress: u32) -> FlowKey {
+    FlowKey {
+        src: packet.src,
+        dst: packet.dst,
+        src_port: packet.src_port,
+        dst_port: packet.dst_port,
+        ingress_ifindex: ingress,
+        protocol: packet.next_header,
+        family: family::IPV6,
+        action: action::ACCEPT,
+        _pad: 0,
+    }
+}
+
+/// Adds a packet forwarded by the fast path to its (this CPU's) entry.
+#[inline(always)]
+pub fn add_fast_path_packet(stats: &mut FlowStats, bytes: u16, tcp_flags: u8, now: u64) {
+    stats.packets += 1;
+    stats.bytes += bytes as u64;
+    stats.last_seen_ns = now;
+    stats.tcp_flags |= aws_tcp_flags(tcp_flags);
+}
+
 /// Accounts an IPv4 packet that leaves with addresses `src` -> `dst` (as read from the packet,
 /// `u32::from_ne_bytes`).
 #[inline(never)]
@@ -226,4 +267,6 @@ fn fill(
     stats.tcp_flags = tcp_flags;
     stats.direction = handling.direction();
     stats.drop_reason = handling.drop_reason();
+    // The scratch slot may hold another flow's next hop.
+    stats.next_hop_checked_ns = 0;
 }
