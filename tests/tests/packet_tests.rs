@@ -48,9 +48,6 @@ struct Row {
     output: Output,
     /// Counters that move by exactly one (besides `rx_packets`); all others stay still.
     counters: &'static [Counter],
-    /// A known dataplane bug: the row states the correct behaviour, the runner reports the
-    /// mismatch without failing, and fails once the row starts passing (remove the mark then).
-    known_issue: Option<&'static str>,
 }
 
 fn row(
@@ -68,14 +65,6 @@ fn row(
         verdict,
         output,
         counters,
-        known_issue: None,
-    }
-}
-
-impl Row {
-    fn known_issue(mut self, issue: &'static str) -> Row {
-        self.known_issue = Some(issue);
-        self
     }
 }
 
@@ -743,17 +732,9 @@ fn packet_table() {
                 fast_path_rows += 1;
             }
         }
-        match (result.map(drop), row.known_issue) {
-            (Ok(()), None) => eprintln!("ok     {}", row.description),
-            (Ok(()), Some(issue)) => failures.push(format!(
-                "{}: passes now; remove its known_issue ({issue})",
-                row.description
-            )),
-            (Err(problem), Some(issue)) => eprintln!(
-                "KNOWN  {}\n       known issue: {issue}\n{problem}",
-                row.description
-            ),
-            (Err(problem), None) => {
+        match result {
+            Ok(_) => eprintln!("ok     {}", row.description),
+            Err(problem) => {
                 eprintln!("FAIL   {}\n{problem}", row.description);
                 failures.push(format!("{}\n{problem}", row.description));
             }
