@@ -101,7 +101,11 @@ mod tests {
         let readme = include_str!("../../README.md");
         for counter in Counter::ALL {
             assert!(
-                readme.contains(&format!("| `{}` | {} |", counter.name(), counter.help())),
+                readme.contains(&std::format!(
+                    "| `{}` | {} |",
+                    counter.name(),
+                    counter.help()
+                )),
                 "README.md's counter table lacks `{}` (or its text differs from counters.rs)",
                 counter.name()
             );
