@@ -17,6 +17,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use crate::{
     checksum,
     counters::pass,
+    fastpath,
     maps::REDIRECT_DEVICES,
     parsing::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, Ipv6Packet, ptr_at},
 };
@@ -56,6 +57,7 @@ pub fn ipv4(
     if REDIRECT_DEVICES.get(fib.ifindex).is_none() {
         return pass(Counter::PassEgressNotAttached);
     }
+    fastpath::remember_v4(packet, ingress, &fib);
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, packet.l3) else {
         return pass(Counter::PassFibOther);
     };
@@ -95,6 +97,7 @@ pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32) -> u32 {
     if REDIRECT_DEVICES.get(fib.ifindex).is_none() {
         return pass(Counter::PassEgressNotAttached);
     }
+    fastpath::remember_v6(packet, ingress, &fib);
     // Hop limit is byte 7 of the IPv6 header; IPv6 has no header checksum.
     let Some(hop_limit) = ptr_at::<u8>(ctx, packet.l3 + 7) else {
         return pass(Counter::PassFibOther);

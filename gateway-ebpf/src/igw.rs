@@ -20,8 +20,8 @@ use crate::{
 };
 
 /// Offsets of the addresses in an IPv4 header.
-const SOURCE: usize = 12;
-const DESTINATION: usize = 16;
+pub const SOURCE: usize = 12;
+pub const DESTINATION: usize = 16;
 /// Offsets of the checksum in the TCP and UDP headers.
 const TCP_CHECK: usize = 16;
 const UDP_CHECK: usize = 6;
@@ -209,7 +209,7 @@ fn account_translated(
 /// `new`, updating the IPv4 header checksum and, in a packet that carries the transport header,
 /// the TCP or UDP checksum (their pseudo-header includes the addresses; ICMP has none).
 #[inline(always)]
-fn rewrite_address(
+pub fn rewrite_address(
     ctx: &XdpContext,
     packet: &Ipv4Packet,
     offset: usize,

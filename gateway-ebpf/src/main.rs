@@ -12,6 +12,7 @@ mod checksum;
 mod conntrack;
 mod counters;
 mod eigw;
+mod fastpath;
 mod flow;
 mod forwarding;
 mod igw;
@@ -59,7 +60,10 @@ fn ipv4(
 ) -> u32 {
     let mut packet = parsing::Ipv4Packet::default();
     match parsing::parse_ipv4(ctx, l3, vlan_tagged, &mut packet) {
-        Ok(parsing::Parsed::Packet) => routing::ipv4(ctx, &packet, ingress, facing_internet),
+        Ok(parsing::Parsed::Packet) => match fastpath::ipv4(ctx, &packet, ingress) {
+            fastpath::NOT_HANDLED => routing::ipv4(ctx, &packet, ingress, facing_internet),
+            verdict => verdict,
+        },
         Ok(parsing::Parsed::Pass(reason)) => pass(reason),
         Err(reason) => counters::drop(reason),
     }
@@ -76,7 +80,10 @@ fn ipv6(
 ) -> u32 {
     let mut packet = parsing::Ipv6Packet::default();
     match parsing::parse_ipv6(ctx, l3, vlan_tagged, &mut packet) {
-        Ok(parsing::Parsed::Packet) => routing::ipv6(ctx, &packet, ingress, facing_internet),
+        Ok(parsing::Parsed::Packet) => match fastpath::ipv6(ctx, &packet, ingress) {
+            fastpath::NOT_HANDLED => routing::ipv6(ctx, &packet, ingress, facing_internet),
+            verdict => verdict,
+        },
         Ok(parsing::Parsed::Pass(reason)) => pass(reason),
         Err(reason) => counters::drop(reason),
     }

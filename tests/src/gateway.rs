@@ -2,7 +2,7 @@
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Read, Write as _},
+    io::{BufRead as _, BufReader, IsTerminal as _, Read, Write as _},
     os::unix::{fs::FileTypeExt as _, net::UnixStream},
     path::{Path, PathBuf},
     process::{Child, ExitStatus, Stdio},
@@ -215,6 +215,11 @@ impl GatewayProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Its output goes through a pipe into error messages (or our stderr): colour codes only
+        // belong there when that stderr is a terminal.
+        if !(echo && std::io::stderr().is_terminal()) {
+            cmd.env("NO_COLOR", "1");
+        }
         let mut child = ns.spawn_command(&mut cmd)?;
         let output = Arc::new(Mutex::new(String::new()));
         let readers = [

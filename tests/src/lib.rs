@@ -10,6 +10,12 @@
 //! - [`flowlog`]: parsing the flow-log records back.
 //!
 //! Everything needs root (namespaces, veths, XDP).
+//!
+//! Environment:
+//! - `GATEWAY_BIN`: the `gateway` binary to test (default: `gateway` next to the test binary's
+//!   directory, i.e. `target/<profile>/gateway`, which `cargo xtask test` builds first).
+//! - `GATEWAY_E2E_STANDIN=nftables`: replace the gateway by an nftables 1:1 NAT, to tell a
+//!   topology problem from a dataplane one (tests of counters and flow logs then fail).
 
 pub mod capture;
 pub mod flowlog;

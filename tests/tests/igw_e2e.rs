@@ -11,6 +11,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use gateway::control::{self, StatsReply};
 use gateway_tests::{
     Capture, GatewayConfigFiles, GatewayProcess, IgwTopology, addr, capture, flowlog,
     flowlog::FlowRecord, traffic,
@@ -38,6 +39,32 @@ impl Igw {
             files,
             net,
         }
+    }
+}
+
+impl Igw {
+    /// A dataplane counter from `gateway stats`: the proof that XDP, not the kernel's own
+    /// forwarding (also enabled in the gateway namespace), carried the traffic.
+    fn counter(&self, name: &str) -> u64 {
+        let reply =
+            control::request(&self.files.socket, "stats").expect("asking the gateway for stats");
+        let stats: StatsReply = serde_json::from_str(&reply)
+            .unwrap_or_else(|e| panic!("parsing the stats reply {reply:?}: {e}"));
+        stats
+            .counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| *value)
+            .unwrap_or_else(|| panic!("no counter {name} in {reply}"))
+    }
+
+    fn assert_counted(&self, name: &str) {
+        let value = self.counter(name);
+        assert!(
+            value > 0,
+            "counter {name} is 0: the traffic did not go through the XDP path\ngateway output:\n{}",
+            self.gateway.output()
+        );
     }
 }
 
@@ -78,6 +105,8 @@ fn ipv4_tcp_from_instance_arrives_intact_from_the_elastic_ip() {
         "1:1 NAT keeps the source port ({seen:?})"
     );
     assert_eq!((seen.uploaded, seen.downloaded), (FOUR_MB, FOUR_MB));
+    igw.assert_counted("forward_igw_outbound_ipv4");
+    igw.assert_counted("forward_igw_inbound_ipv4");
 }
 
 #[test]
@@ -103,6 +132,8 @@ fn ipv6_tcp_from_instance_arrives_intact_from_its_own_address() {
         "IPv6 is not translated: the internet host sees the instance's address ({seen:?})"
     );
     assert_eq!((seen.uploaded, seen.downloaded), (FOUR_MB, FOUR_MB));
+    igw.assert_counted("forward_igw_outbound_ipv6");
+    igw.assert_counted("forward_igw_inbound_ipv6");
 }
 
 #[test]
@@ -207,6 +238,7 @@ fn inbound_tcp_to_the_elastic_ip_reaches_the_instance_from_the_real_internet_add
         ip(addr::ELASTIC_IP),
         "the internet host talks to the Elastic IP ({seen:?})"
     );
+    igw.assert_counted("forward_igw_inbound_ipv4");
 }
 
 #[test]
@@ -233,6 +265,7 @@ fn ipv4_ttl_expiring_beyond_the_gateway_returns_time_exceeded_from_the_router() 
         text.contains("From 198.51.100.2") && text.contains("Time to live exceeded"),
         "ping -t 2 must report Time to live exceeded from 198.51.100.2:\n{text}"
     );
+    igw.assert_counted("icmp_error_translated_inbound");
 }
 
 #[test]
@@ -345,4 +378,44 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs()
+}
+
+#[test]
+fn ipv4_from_a_private_address_without_elastic_ip_does_not_reach_the_internet() {
+    let igw = Igw::start();
+    // A second private address on the instance, with no Elastic IP mapped to it.
+    igw.net
+        .instance
+        .ip(["addr", "add", "10.0.1.20/24", "dev", "eth0"])
+        .expect("adding 10.0.1.20 to the instance");
+    let capture = Capture::start(&igw.net.internet, "eth0", "icmp")
+        .expect("starting tcpdump on the internet host");
+    let output = igw
+        .net
+        .instance
+        .exec([
+            "ping",
+            "-n",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-I",
+            "10.0.1.20",
+            "192.0.2.10",
+        ])
+        .expect("running ping");
+    let packets = capture.stop().expect("stopping tcpdump");
+    assert!(
+        !output.status.success(),
+        "ping from 10.0.1.20 (no Elastic IP) must get no reply:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        packets.is_empty(),
+        "nothing from 10.0.1.20 may reach the internet host, translated or not: {packets:?}"
+    );
+    igw.assert_counted("drop_igw_no_public_ipv4");
 }

@@ -48,9 +48,6 @@ struct Row {
     output: Output,
     /// Counters that move by exactly one (besides `rx_packets`); all others stay still.
     counters: &'static [Counter],
-    /// A known dataplane bug: the row states the correct behaviour, the runner reports the
-    /// mismatch without failing, and fails once the row starts passing (remove the mark then).
-    known_issue: Option<&'static str>,
 }
 
 fn row(
@@ -68,18 +65,6 @@ fn row(
         verdict,
         output,
         counters,
-        known_issue: None,
-    }
-}
-
-impl Row {
-    #[expect(
-        dead_code,
-        reason = "no row is marked today; kept for the next dataplane bug a row finds"
-    )]
-    fn known_issue(mut self, issue: &'static str) -> Row {
-        self.known_issue = Some(issue);
-        self
     }
 }
 
@@ -683,7 +668,10 @@ fn rows() -> Vec<Row> {
 }
 
 /// Runs one row; `Err` lists every way the result differs from the row.
-fn check_row(gateway: &mut TestGateway, row: &Row) -> Result<(), String> {
+/// Runs a row. On `second_run` the row's flow has already been forwarded once, so a forwarded
+/// packet may come from the fast path: the output must be the same, and the counters the same
+/// plus `fast_path_forwarded`. Returns whether the fast path forwarded it.
+fn check_row(gateway: &mut TestGateway, row: &Row, second_run: bool) -> Result<bool, String> {
     let before = gateway.counters();
     let outcome = gateway
         .try_run(row.ingress, &row.input, 1)
@@ -709,15 +697,21 @@ fn check_row(gateway: &mut TestGateway, row: &Row) -> Result<(), String> {
             hex_diff(expected, &outcome.frame)
         ));
     }
-    let moved = counter_delta(&before, &after);
+    let mut moved = counter_delta(&before, &after);
+    let fast = second_run && moved.remove(Counter::FastPathForwarded.name()) == Some(1);
     let expected = expected_delta(row.counters);
     if moved != expected {
         problems.push(format!("counters moved {moved:?}, expected {expected:?}"));
     }
     if problems.is_empty() {
-        Ok(())
+        Ok(fast)
     } else {
-        Err(problems.join("\n"))
+        let run = if second_run {
+            " (second packet of the flow)"
+        } else {
+            ""
+        };
+        Err(format!("{}{run}", problems.join("\n")))
     }
 }
 
@@ -726,18 +720,21 @@ fn packet_table() {
     let mut gateway = TestGateway::new();
     let rows = rows();
     let mut failures = Vec::new();
+    let mut fast_path_rows = 0;
     for row in &rows {
-        match (check_row(&mut gateway, row), row.known_issue) {
-            (Ok(()), None) => eprintln!("ok     {}", row.description),
-            (Ok(()), Some(issue)) => failures.push(format!(
-                "{}: passes now; remove its known_issue ({issue})",
-                row.description
-            )),
-            (Err(problem), Some(issue)) => eprintln!(
-                "KNOWN  {}\n       known issue: {issue}\n{problem}",
-                row.description
-            ),
-            (Err(problem), None) => {
+        // Each row starts as a new flow (slow path); a forwarded row runs a second time, when the
+        // fast path may forward it from the flow's cached decision, with the same result.
+        gateway.forget_flows();
+        let mut result = check_row(&mut gateway, row, false);
+        if result.is_ok() && row.verdict == Verdict::Redirect {
+            result = check_row(&mut gateway, row, true);
+            if result == Ok(true) {
+                fast_path_rows += 1;
+            }
+        }
+        match result {
+            Ok(_) => eprintln!("ok     {}", row.description),
+            Err(problem) => {
                 eprintln!("FAIL   {}\n{problem}", row.description);
                 failures.push(format!("{}\n{problem}", row.description));
             }
@@ -749,6 +746,12 @@ fn packet_table() {
         failures.len(),
         rows.len(),
         failures.join("\n\n")
+    );
+    // Translated TCP/UDP/ICMP out and in, IPv6 both ways, IPv4 with options: at least these
+    // second packets must have come from the fast path.
+    assert!(
+        fast_path_rows >= 8,
+        "only {fast_path_rows} forwarded rows used the fast path on their second packet"
     );
 }
 

@@ -125,7 +125,9 @@ fn run(bin: &Path, interrupted: &AtomicBool) -> anyhow::Result<()> {
         "eth0",
         &format!("tcp and dst host 10.0.1.10 and dst port {INBOUND_PORT}"),
     )?;
-    let reply = "echo \"$SOCAT_PEERADDR\"";
+    // Read the client's line before answering: a server that closes with unread data sends a
+    // RST, which can destroy the answer before the client reads it.
+    let reply = "read line; echo \"$SOCAT_PEERADDR\"";
     start_socat_server(
         &topology.internet,
         &format!("TCP4-LISTEN:{OUTBOUND_PORT},bind=192.0.2.10,reuseaddr,fork"),

@@ -205,6 +205,21 @@ impl TestGateway {
         }
     }
 
+    /// Deletes every flow-log entry, and with them the cached next hops of the fast path, so the
+    /// next packet takes the slow path.
+    pub fn forget_flows(&mut self) {
+        let keys: Vec<_> = self
+            .dataplane
+            .flows()
+            .unwrap_or_else(|error| panic!("reading the flow table: {error:#}"))
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        self.dataplane
+            .remove_flows(&keys)
+            .unwrap_or_else(|error| panic!("clearing the flow table: {error:#}"));
+    }
+
     pub fn ifindex(&self, side: Side) -> u32 {
         match side {
             Side::Vpc => self.vpc0,
