@@ -71,6 +71,18 @@ counters! {
     DropInboundNotRouted => "drop_inbound_not_routed", "from the internet to a subnet whose route table does not send that source through the internet gateway";
     DropIcmpErrorNoMatch => "drop_icmp_error_no_match", "ICMP error whose quoted packet does not belong to a translated address";
     DropUnsupportedTarget => "drop_unsupported_target", "route target this dataplane version does not implement";
+    ForwardEigwOutbound => "forward_eigw_outbound", "IPv6 from an instance through the egress-only internet gateway (state created or refreshed)";
+    ForwardEigwInbound => "forward_eigw_inbound", "IPv6 reply through the egress-only internet gateway, matching a tracked flow";
+    EigwIcmpErrorRelated => "eigw_icmp_error_related", "ICMPv6 error from the internet let in because the packet it quotes belongs to a tracked flow";
+    ConntrackCreated => "conntrack_created", "connection-tracking entries created";
+    DropConntrackFull => "drop_conntrack_full", "new flow refused: the connection-tracking table is full (existing flows are not disturbed)";
+    DropEigwUnsolicitedTcpSyn => "drop_eigw_unsolicited_tcp_syn", "unsolicited TCP SYN from the internet to an egress-only subnet";
+    DropEigwUnsolicitedTcp => "drop_eigw_unsolicited_tcp", "TCP from the internet (ACK, RST, ...) without a tracked flow, or out of step with it";
+    DropEigwUnsolicitedUdp => "drop_eigw_unsolicited_udp", "UDP from the internet without a tracked flow";
+    DropEigwUnsolicitedIcmpv6 => "drop_eigw_unsolicited_icmpv6", "ICMPv6 informational message (echo request, ...) from the internet without a tracked flow";
+    DropEigwUnsolicitedOther => "drop_eigw_unsolicited_other", "other protocol from the internet without a tracked flow";
+    DropEigwIcmpErrorNoFlow => "drop_eigw_icmp_error_no_flow", "ICMPv6 error from the internet quoting a packet of no tracked flow";
+    DropEigwFragment => "drop_eigw_fragment", "IPv6 non-first fragment from the internet to an egress-only subnet (no ports to match; see README)";
     FlowTableFull => "flow_table_full", "flow-log accounting table full: the packet was forwarded but not logged";
 }
 

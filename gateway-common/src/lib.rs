@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod checksum;
+pub mod conntrack;
 pub mod counters;
 pub mod maps;
 

@@ -16,6 +16,8 @@ pub mod names {
     pub const ELASTIC_IP_BY_PRIVATE: &str = "ELASTIC_IP_BY_PRIVATE";
     pub const ELASTIC_IP_BY_PUBLIC: &str = "ELASTIC_IP_BY_PUBLIC";
     pub const FLOWS: &str = "FLOWS";
+    pub const CONNTRACK: &str = "CONNTRACK";
+    pub const CONNTRACK_TIMEOUTS: &str = "CONNTRACK_TIMEOUTS";
 }
 
 /// Name of the XDP entry program in the object.
@@ -27,6 +29,8 @@ pub const MAX_SUBNETS: u32 = 4096;
 pub const MAX_ROUTES: u32 = 16384;
 pub const MAX_ELASTIC_IPS: u32 = 65536;
 pub const MAX_FLOWS: u32 = 262_144;
+/// Connection-tracking capacity. The map is not preallocated: memory is taken per entry.
+pub const MAX_CONNTRACK: u32 = 1 << 20;
 
 /// What an interface faces. Values of [`InterfaceInfo::role`].
 pub mod role {
@@ -163,7 +167,7 @@ pub struct FlowStats {
     pub route_target: u32,
     /// Subnet index of the VPC-side address, `u32::MAX` when none.
     pub subnet_index: u32,
-    /// OR of the TCP flags seen (the flow log's `tcp-flags`).
+    /// OR of the TCP flags seen, in flow-log form: FIN, SYN, RST, and ACK only with SYN.
     pub tcp_flags: u8,
     /// One of [`direction`].
     pub direction: u8,

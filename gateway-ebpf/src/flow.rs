@@ -93,7 +93,7 @@ pub fn account_v4(packet: &Ipv4Packet, ingress: u32, src: u32, dst: u32, handlin
     account(
         &key,
         packet.total_length,
-        packet.tcp_flags,
+        aws_tcp_flags(packet.tcp_flags),
         widen(src.to_ne_bytes()),
         widen(dst.to_ne_bytes()),
         handling,
@@ -117,11 +117,23 @@ pub fn account_v6(packet: &Ipv6Packet, ingress: u32, handling: Handling) {
     account(
         &key,
         packet.total_length,
-        packet.tcp_flags,
+        aws_tcp_flags(packet.tcp_flags),
         packet.src,
         packet.dst,
         handling,
     );
+}
+
+/// A packet's TCP flags as flow logs report them: FIN (1), SYN (2), RST (4), and ACK (16) only
+/// together with SYN, so that OR-ing packets gives AWS's values (2 for the client's SYN,
+/// 18 for the server's SYN-ACK).
+#[inline(always)]
+fn aws_tcp_flags(raw: u8) -> u8 {
+    let mut flags = raw & 0x07;
+    if raw & 0x12 == 0x12 {
+        flags |= 0x10;
+    }
+    flags
 }
 
 #[inline(always)]

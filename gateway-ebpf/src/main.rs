@@ -10,7 +10,9 @@
 
 mod bench;
 mod checksum;
+mod conntrack;
 mod counters;
+mod eigw;
 mod flow;
 mod forwarding;
 mod igw;

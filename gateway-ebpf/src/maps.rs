@@ -1,14 +1,16 @@
 //! The BPF maps. Types and names are shared with the controller through `gateway_common::maps`.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
 };
 use gateway_common::{
+    conntrack::{ConnEntry, ConnKey, Timeouts},
     counters::COUNTER_COUNT,
     maps::{
-        FlowKey, FlowStats, InterfaceInfo, MAX_ELASTIC_IPS, MAX_FLOWS, MAX_INTERFACES, MAX_ROUTES,
-        MAX_SUBNETS, RouteKeyV4, RouteKeyV6, RouteTarget, SubnetInfo,
+        FlowKey, FlowStats, InterfaceInfo, MAX_CONNTRACK, MAX_ELASTIC_IPS, MAX_FLOWS,
+        MAX_INTERFACES, MAX_ROUTES, MAX_SUBNETS, RouteKeyV4, RouteKeyV6, RouteTarget, SubnetInfo,
     },
 };
 
@@ -50,3 +52,13 @@ pub static FLOWS: PerCpuHashMap<FlowKey, FlowStats> = PerCpuHashMap::with_max_en
 /// One per-CPU slot where a new flow entry is assembled before insertion.
 #[map(name = "FLOW_SCRATCH")]
 pub static FLOW_SCRATCH: PerCpuArray<FlowStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Connection tracking (egress-only internet gateway now, NAT gateway later). A plain hash map
+/// with explicit expiry, never an LRU: eviction would silently cut live flows. Not preallocated.
+#[map(name = "CONNTRACK")]
+pub static CONNTRACK: HashMap<ConnKey, ConnEntry> =
+    HashMap::with_max_entries(MAX_CONNTRACK, BPF_F_NO_PREALLOC);
+
+/// The idle timeouts, one entry written by the controller from the config.
+#[map(name = "CONNTRACK_TIMEOUTS")]
+pub static CONNTRACK_TIMEOUTS: Array<Timeouts> = Array::with_max_entries(1, 0);

@@ -258,3 +258,71 @@ fn parse_transport(
     }
     Ok(transport)
 }
+
+/// IPv6 extension headers walked before giving up (Hop-by-Hop, Routing, Fragment, Destination
+/// Options, Authentication); more than this is refused as malformed.
+const MAX_EXTENSION_HEADERS: usize = 4;
+/// Bound on the transport offset behind extension headers, for the verifier.
+const MAX_EXTENSION_OFFSET: usize = 18 + 40 + 512;
+
+/// The transport behind the IPv6 extension headers.
+pub struct UpperLayer {
+    pub protocol: u8,
+    pub l4: usize,
+    /// A fragment other than the first: no transport header follows.
+    pub later_fragment: bool,
+}
+
+/// Walks the extension headers after the IPv6 header at `l3`.
+#[inline(always)]
+pub fn ipv6_upper_layer(ctx: &XdpContext, l3: usize) -> Result<UpperLayer, Counter> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, l3).ok_or(Counter::DropTruncatedIpv6)?;
+    // SAFETY: bounds-checked above.
+    let mut next = unsafe { (*ip).next_hdr };
+    let mut offset = l3 + Ipv6Hdr::LEN;
+    for _ in 0..MAX_EXTENSION_HEADERS {
+        if offset > MAX_EXTENSION_OFFSET {
+            return Err(Counter::DropTruncatedIpv6);
+        }
+        match next {
+            // Hop-by-Hop, Routing, Destination Options: length in 8-octet units, not counting
+            // the first 8. Authentication: in 4-octet units, not counting the first 2.
+            0 | 43 | 60 | 51 => {
+                let header: *const [u8; 2] =
+                    ptr_at(ctx, offset).ok_or(Counter::DropTruncatedIpv6)?;
+                // SAFETY: bounds-checked above.
+                let header = unsafe { *header };
+                let length = if next == 51 {
+                    (header[1] as usize + 2) * 4
+                } else {
+                    (header[1] as usize + 1) * 8
+                };
+                next = header[0];
+                offset += length;
+            }
+            44 => {
+                let header: *const [u8; 4] =
+                    ptr_at(ctx, offset).ok_or(Counter::DropTruncatedIpv6)?;
+                // SAFETY: bounds-checked above.
+                let header = unsafe { *header };
+                next = header[0];
+                offset += 8;
+                if u16::from_be_bytes([header[2], header[3]]) >> 3 != 0 {
+                    return Ok(UpperLayer {
+                        protocol: next,
+                        l4: offset,
+                        later_fragment: true,
+                    });
+                }
+            }
+            _ => {
+                return Ok(UpperLayer {
+                    protocol: next,
+                    l4: offset,
+                    later_fragment: false,
+                });
+            }
+        }
+    }
+    Err(Counter::DropTruncatedIpv6)
+}

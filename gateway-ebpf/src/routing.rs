@@ -11,6 +11,7 @@ use gateway_common::{
 
 use crate::{
     counters::{count, drop, pass},
+    eigw,
     flow::{self, Handling},
     forwarding, igw,
     maps::{ROUTES_V4, ROUTES_V6, SUBNETS_V4, SUBNETS_V6},
@@ -130,33 +131,30 @@ pub fn ipv4(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, facing_internet
 #[inline(always)]
 pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32, facing_internet: bool) -> u32 {
     if facing_internet {
-        // Inbound: the destination's subnet must route the source through the internet gateway.
+        // Inbound: the destination's subnet must route the source back through a gateway that
+        // lets it in: the internet gateway always, the egress-only gateway for tracked flows.
         let Some(subnet) = subnet_v6(packet.dst) else {
             return pass(Counter::PassNotOurs);
         };
-        let routed_back = route_v6(subnet.route_table, packet.src);
-        if !matches!(
-            routed_back,
-            Some(RouteTarget {
-                kind: target::INTERNET_GATEWAY,
-                ..
-            })
-        ) {
-            return reject_v6(
+        return match route_v6(subnet.route_table, packet.src).map(|route| route.kind) {
+            Some(target::INTERNET_GATEWAY) => igw::pass_through_ipv6(
+                ctx,
+                packet,
+                ingress,
+                subnet.subnet_index,
+                direction::INGRESS,
+            ),
+            Some(target::EGRESS_ONLY_INTERNET_GATEWAY) => {
+                eigw::inbound(ctx, packet, ingress, subnet.subnet_index)
+            }
+            _ => reject_v6(
                 packet,
                 ingress,
                 Counter::DropInboundNotRouted,
                 subnet.subnet_index,
                 direction::INGRESS,
-            );
-        }
-        return igw::pass_through_ipv6(
-            ctx,
-            packet,
-            ingress,
-            subnet.subnet_index,
-            direction::INGRESS,
-        );
+            ),
+        };
     }
     let Some(subnet) = subnet_v6(packet.src) else {
         return pass(Counter::PassNotOurs);
@@ -180,6 +178,9 @@ pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32, facing_internet
         ),
         target::INTERNET_GATEWAY => {
             igw::pass_through_ipv6(ctx, packet, ingress, subnet.subnet_index, direction::EGRESS)
+        }
+        target::EGRESS_ONLY_INTERNET_GATEWAY => {
+            eigw::outbound(ctx, packet, ingress, subnet.subnet_index)
         }
         target::BLACKHOLE => reject_v6(
             packet,
