@@ -108,8 +108,6 @@ const V6_L4: usize = L3 + 40;
 /// Offset of the checksum inside the transport header.
 const TCP_CHECK: usize = 16;
 const UDP_CHECK: usize = 6;
-/// Bytes the generator writes: up to the end of a TCP checksum behind an IPv6 header.
-const GENERATOR_SPAN: usize = V6_L4 + TCP_CHECK + 2;
 
 #[inline(always)]
 fn counter_add(map: &PerCpuArray<u64>, index: u32, value: u64) {
@@ -150,52 +148,73 @@ pub fn bench_generator(ctx: XdpContext) -> u32 {
         *generated = index + 1;
         index as u32 & config.flows_mask
     };
-    let addr_index = index & ((1u32 << (config.addr_bits & 31)) - 1);
-    let port_index = (index >> (config.addr_bits & 31)) as u16;
-    let src_port = config.src_port.wrapping_add(port_index);
+    // One monomorphic path per header layout, so that every offset is a constant the verifier
+    // checks against one bound.
+    match (config.family, config.protocol) {
+        (FAMILY_IPV4, PROTOCOL_UDP) => emit::<V4_L4, UDP_CHECK>(&ctx, config, index),
+        (FAMILY_IPV4, PROTOCOL_TCP) => emit::<V4_L4, TCP_CHECK>(&ctx, config, index),
+        (FAMILY_IPV6, PROTOCOL_UDP) => emit::<V6_L4, UDP_CHECK>(&ctx, config, index),
+        (FAMILY_IPV6, PROTOCOL_TCP) => emit::<V6_L4, TCP_CHECK>(&ctx, config, index),
+        _ => xdp_action::XDP_ABORTED,
+    }
+}
 
+/// Writes flow `index` into a frame whose transport header starts at `L4` (so the family is
+/// `L4 == V4_L4` or not) and whose transport checksum is at `L4 + CHECK`.
+#[inline(always)]
+fn emit<const L4: usize, const CHECK: usize>(
+    ctx: &XdpContext,
+    config: &GeneratorConfig,
+    index: u32,
+) -> u32 {
     let data = ctx.data();
-    // Frames are at least GENERATOR_SPAN long (userspace pads them): one check covers all writes.
-    if data + GENERATOR_SPAN > ctx.data_end() {
+    if data + L4 + CHECK + 2 > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
     }
-    let base = data as *mut u8;
-    let (src_offset, l4, old_low, new_low) = if config.family == FAMILY_IPV4 {
-        let old = be32(&config.src, 0);
-        (V4_SRC, V4_L4, old, old.wrapping_add(addr_index))
-    } else if config.family == FAMILY_IPV6 {
-        let old = be32(&config.src, 12);
-        (V6_SRC + 12, V6_L4, old, old.wrapping_add(addr_index))
+    let ipv4 = L4 == V4_L4;
+    let addr_bits = config.addr_bits & 31;
+    let addr_index = index & ((1u32 << addr_bits) - 1);
+    let src_port = config.src_port.wrapping_add((index >> addr_bits) as u16);
+    let old_low = if ipv4 {
+        be32(&config.src, 0)
     } else {
-        return xdp_action::XDP_ABORTED;
+        be32(&config.src, 12)
     };
+    let new_low = old_low.wrapping_add(addr_index);
     // The transport checksum covers the pseudo-header's source address and the source port.
     let l4_check = update_u16(
         update_u32(config.l4_check, old_low, new_low),
         config.src_port,
         src_port,
     );
-    // SAFETY: every offset written below ends within GENERATOR_SPAN, checked above.
+    let base = data as *mut u8;
+    // SAFETY: every write below ends at or before L4 + CHECK + 2, checked above.
     unsafe {
         write_bytes(base, 0, config.macs);
-        if config.family == FAMILY_IPV4 {
+        if ipv4 {
             *base.add(V4_TTL) = config.ttl;
             let ip_check = update_u32(config.ip_check, old_low, new_low);
             write_bytes(base, V4_CHECK, ip_check.to_be_bytes());
-            write_bytes(base, V4_DST, [config.dst[0], config.dst[1], config.dst[2], config.dst[3]]);
+            write_bytes(base, V4_SRC, new_low.to_be_bytes());
+            write_bytes(
+                base,
+                V4_DST,
+                [config.dst[0], config.dst[1], config.dst[2], config.dst[3]],
+            );
         } else {
             *base.add(V6_HOP_LIMIT) = config.ttl;
             write_bytes(base, V6_SRC, config.src);
+            write_bytes(base, V6_SRC + 12, new_low.to_be_bytes());
             write_bytes(base, V6_DST, config.dst);
         }
-        write_bytes(base, src_offset, new_low.to_be_bytes());
-        write_bytes(base, l4, src_port.to_be_bytes());
-        write_bytes(base, l4 + 2, config.dst_port.to_be_bytes());
-        if config.protocol == PROTOCOL_TCP {
-            write_bytes(base, l4 + TCP_CHECK, l4_check.to_be_bytes());
-        } else if config.protocol == PROTOCOL_UDP {
-            write_bytes(base, l4 + UDP_CHECK, udp_nonzero(l4_check).to_be_bytes());
-        }
+        write_bytes(base, L4, src_port.to_be_bytes());
+        write_bytes(base, L4 + 2, config.dst_port.to_be_bytes());
+        let check = if CHECK == UDP_CHECK {
+            udp_nonzero(l4_check)
+        } else {
+            l4_check
+        };
+        write_bytes(base, L4 + CHECK, check.to_be_bytes());
     }
     xdp_action::XDP_TX
 }
