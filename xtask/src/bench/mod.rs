@@ -214,6 +214,7 @@ fn run_in_process(options: Options) -> anyhow::Result<()> {
         bail!("the benchmark needs root (network namespaces, XDP, BPF_PROG_RUN)");
     }
     let started = Instant::now();
+    let load_average_start = report::load_average();
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
@@ -296,7 +297,7 @@ fn run_in_process(options: Options) -> anyhow::Result<()> {
         mode: mode.into(),
         started_unix,
         elapsed_seconds: started.elapsed().as_secs_f64(),
-        machine: Machine::detect(),
+        machine: Machine::detect(load_average_start),
         method: Method {
             trial_seconds: options.trial.as_secs_f64(),
             trials_per_variant: options.trials,

@@ -33,10 +33,23 @@ pub struct Machine {
     pub cpu_model: String,
     pub cores: usize,
     pub memory_gib: f64,
+    /// 1-minute load average at the start and at the end of the run: whatever else the machine
+    /// was running competes with the benchmark for the same CPUs.
+    pub load_average_start: f64,
+    pub load_average_end: f64,
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> f64 {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 impl Machine {
-    pub fn detect() -> Machine {
+    /// Describes this machine; `load_average_start` is the caller's reading from the start.
+    pub fn detect(load_average_start: f64) -> Machine {
         let read = |path: &str| fs::read_to_string(path).unwrap_or_default();
         let cpuinfo = read("/proc/cpuinfo");
         let field = |name: &str| {
@@ -56,6 +69,8 @@ impl Machine {
             cpu_model: field("model name").unwrap_or_else(|| "unknown".into()),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            load_average_start,
+            load_average_end: load_average(),
         }
     }
 }
@@ -172,6 +187,14 @@ impl Report {
                 }
             }
         }
+        // Ours first, then the baselines, whatever order the scenarios ran in.
+        let rank = |name: &String| match name.as_str() {
+            "ours" => 0,
+            "fwd_limit" => 1,
+            "kernel" => 2,
+            _ => 3,
+        };
+        names.sort_by_key(rank);
         names
     }
 
@@ -226,7 +249,7 @@ impl Report {
             for name in &names {
                 let _ = write!(out, " {name} |");
             }
-            let _ = writeln!(out, " loss (first variant) |");
+            let _ = writeln!(out, " loss |");
             let _ = write!(out, "|---|---|---:|");
             for _ in &names {
                 out.push_str("---:|");
@@ -248,9 +271,14 @@ impl Report {
                         None => out.push_str(" — |"),
                     }
                 }
-                match row.variants.first() {
+                // The loss of the first variant in column order: the device under test's.
+                match names
+                    .iter()
+                    .find_map(|name| row.variants.iter().find(|variant| &variant.name == name))
+                {
                     Some(first) => {
-                        let _ = writeln!(out, " {:.1}% |", first.loss.median * 100.0);
+                        let _ =
+                            writeln!(out, " {:.0}% ({}) |", first.loss.median * 100.0, first.name);
                     }
                     None => out.push_str(" — |\n"),
                 }
@@ -552,6 +580,8 @@ mod tests {
                 cpu_model: "Test CPU".into(),
                 cores: 2,
                 memory_gib: 24.0,
+                load_average_start: 0.5,
+                load_average_end: 0.7,
             },
             method: Method {
                 trial_seconds: 1.0,
@@ -610,6 +640,7 @@ mod tests {
     fn markdown_has_every_part() {
         let text = report().markdown();
         assert!(text.contains("| S3 | IPv4 1:1 NAT outbound | 1k | 5.00 [4.50–5.50] | 6.00"));
+        assert!(text.contains("| 50% (ours) |"));
         assert!(text.contains("| ours / fwd_limit | 0.83 [0.83–0.83] | ≥ 0.85 | **no** |"));
         assert!(text.contains("| IGW IPv4 outbound | XDP_REDIRECT |"));
         assert!(text.contains("not yet supported by the dataplane"));
@@ -629,7 +660,7 @@ mod tests {
     fn writes_the_three_files() {
         let dir = std::env::temp_dir().join(format!("gateway-bench-test-{}", std::process::id()));
         let mut report = report();
-        report.machine = Machine::detect();
+        report.machine = Machine::detect(load_average());
         assert!(report.machine.cores >= 1);
         report.write(&dir).unwrap();
         for name in ["latest.json", "latest.md", "latest.svg"] {
