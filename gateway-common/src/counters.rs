@@ -71,6 +71,8 @@ counters! {
     DropInboundNotRouted => "drop_inbound_not_routed", "from the internet to a subnet whose route table does not send that source through the internet gateway";
     DropIcmpErrorNoMatch => "drop_icmp_error_no_match", "ICMP error whose quoted packet does not belong to a translated address";
     DropUnsupportedTarget => "drop_unsupported_target", "route target this dataplane version does not implement";
+    FastPathForwarded => "fast_path_forwarded", "forwarded from the flow's cached decision and next hop, without route or FIB lookups (also counted under its forward_* counter)";
+    DropFastPathRedirect => "drop_fast_path_redirect", "the cached next hop's interface refused the redirect (a translated packet is never sent through the pipeline twice)";
     ForwardEigwOutbound => "forward_eigw_outbound", "IPv6 from an instance through the egress-only internet gateway (state created or refreshed)";
     ForwardEigwInbound => "forward_eigw_inbound", "IPv6 reply through the egress-only internet gateway, matching a tracked flow";
     EigwIcmpErrorRelated => "eigw_icmp_error_related", "ICMPv6 error from the internet let in because the packet it quotes belongs to a tracked flow";

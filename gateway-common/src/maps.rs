@@ -173,7 +173,23 @@ pub struct FlowStats {
     pub direction: u8,
     /// Why a REJECT was dropped: the [`crate::Counter`] index, 0 for ACCEPT.
     pub drop_reason: u16,
+    /// The next hop this CPU's last FIB lookup gave for the flow, so that later packets skip
+    /// the route and FIB lookups (the fast path). 0 when there is none; stale after
+    /// [`NEXT_HOP_CACHE_NS`].
+    pub next_hop_checked_ns: u64,
+    pub next_hop_ifindex: u32,
+    /// The largest IP total length the FIB accepted for this next hop (its MTU check); a larger
+    /// packet takes the slow path.
+    pub next_hop_max_length: u16,
+    pub _pad1: u16,
+    pub next_hop_dmac: [u8; 6],
+    pub next_hop_smac: [u8; 6],
+    pub _pad2: u32,
 }
+
+/// How long a cached next hop is used before the FIB is asked again (neighbour or route changes
+/// take effect within this time).
+pub const NEXT_HOP_CACHE_NS: u64 = 1_000_000_000;
 
 const _: () = assert!(core::mem::size_of::<InterfaceInfo>() == 8);
 const _: () = assert!(core::mem::size_of::<SubnetInfo>() == 8);
@@ -181,7 +197,7 @@ const _: () = assert!(core::mem::size_of::<RouteKeyV4>() == 8);
 const _: () = assert!(core::mem::size_of::<RouteKeyV6>() == 20);
 const _: () = assert!(core::mem::size_of::<RouteTarget>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 44);
-const _: () = assert!(core::mem::size_of::<FlowStats>() == 80);
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 112);
 
 #[cfg(feature = "user")]
 mod pod {

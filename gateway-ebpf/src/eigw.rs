@@ -196,11 +196,8 @@ fn track_outbound(
         return None;
     }
     let initial = if flow_key.protocol == IPPROTO_TCP {
-        match ct::tcp_initial_state(transport.tcp_flags) {
-            Some(initial) => initial,
-            // A RST creates nothing: it ends something the table does not know.
-            None => return None,
-        }
+        // A RST creates nothing (it ends something the table does not know): forward it.
+        ct::tcp_initial_state(transport.tcp_flags)?
     } else {
         state::OPEN
     };

@@ -75,11 +75,10 @@ fn widen(addr: [u8; 4]) -> [u8; 16] {
     wide
 }
 
-/// Accounts an IPv4 packet that leaves with addresses `src` -> `dst` (as read from the packet,
-/// `u32::from_ne_bytes`).
-#[inline(never)]
-pub fn account_v4(packet: &Ipv4Packet, ingress: u32, src: u32, dst: u32, handling: Handling) {
-    let key = FlowKey {
+/// The flow key of an accepted IPv4 packet as it arrived (the fast path's lookup key).
+#[inline(always)]
+pub fn accepted_key_v4(packet: &Ipv4Packet, ingress: u32) -> FlowKey {
+    FlowKey {
         src: widen(packet.src),
         dst: widen(packet.dst),
         src_port: packet.src_port,
@@ -87,23 +86,15 @@ pub fn account_v4(packet: &Ipv4Packet, ingress: u32, src: u32, dst: u32, handlin
         ingress_ifindex: ingress,
         protocol: packet.protocol,
         family: family::IPV4,
-        action: action_of(handling),
+        action: action::ACCEPT,
         _pad: 0,
-    };
-    account(
-        &key,
-        packet.total_length,
-        aws_tcp_flags(packet.tcp_flags),
-        widen(src.to_ne_bytes()),
-        widen(dst.to_ne_bytes()),
-        handling,
-    );
+    }
 }
 
-/// Accounts an IPv6 packet (never translated).
-#[inline(never)]
-pub fn account_v6(packet: &Ipv6Packet, ingress: u32, handling: Handling) {
-    let key = FlowKey {
+/// The flow key of an accepted IPv6 packet.
+#[inline(always)]
+pub fn accepted_key_v6(packet: &Ipv6Packet, ingress: u32) -> FlowKey {
+    FlowKey {
         src: packet.src,
         dst: packet.dst,
         src_port: packet.src_port,
@@ -111,15 +102,47 @@ pub fn account_v6(packet: &Ipv6Packet, ingress: u32, handling: Handling) {
         ingress_ifindex: ingress,
         protocol: packet.next_header,
         family: family::IPV6,
-        action: action_of(handling),
+        action: action::ACCEPT,
         _pad: 0,
-    };
+    }
+}
+
+/// Adds a packet forwarded by the fast path to its (this CPU's) entry.
+#[inline(always)]
+pub fn add_fast_path_packet(stats: &mut FlowStats, bytes: u16, tcp_flags: u8, now: u64) {
+    stats.packets += 1;
+    stats.bytes += bytes as u64;
+    stats.last_seen_ns = now;
+    stats.tcp_flags |= aws_tcp_flags(tcp_flags);
+}
+
+/// Accounts an IPv4 packet that leaves with addresses `src` -> `dst` (as read from the packet,
+/// `u32::from_ne_bytes`).
+#[inline(never)]
+pub fn account_v4(packet: &Ipv4Packet, ingress: u32, src: u32, dst: u32, handling: Handling) {
+    let mut key = accepted_key_v4(packet, ingress);
+    key.action = action_of(handling);
     account(
         &key,
         packet.total_length,
         aws_tcp_flags(packet.tcp_flags),
-        packet.src,
-        packet.dst,
+        &widen(src.to_ne_bytes()),
+        &widen(dst.to_ne_bytes()),
+        handling,
+    );
+}
+
+/// Accounts an IPv6 packet (never translated).
+#[inline(never)]
+pub fn account_v6(packet: &Ipv6Packet, ingress: u32, handling: Handling) {
+    let mut key = accepted_key_v6(packet, ingress);
+    key.action = action_of(handling);
+    account(
+        &key,
+        packet.total_length,
+        aws_tcp_flags(packet.tcp_flags),
+        &packet.src,
+        &packet.dst,
         handling,
     );
 }
@@ -150,43 +173,35 @@ fn account(
     key: &FlowKey,
     bytes: u16,
     tcp_flags: u8,
-    translated_src: [u8; 16],
-    translated_dst: [u8; 16],
+    translated_src: &[u8; 16],
+    translated_dst: &[u8; 16],
     handling: Handling,
 ) {
     // SAFETY: helper without side effects.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if let Some(stats) = FLOWS.get_ptr_mut(key) {
-        // SAFETY: per-CPU value, no concurrent writer on this CPU.
-        let stats = unsafe { &mut *stats };
-        if stats.packets != 0 {
-            stats.packets += 1;
-            stats.bytes += bytes as u64;
-            stats.last_seen_ns = now;
-            stats.tcp_flags |= tcp_flags;
-            return;
+    let (slot, new_entry) = match FLOWS.get_ptr_mut(key) {
+        Some(stats) => {
+            // SAFETY: per-CPU value, no concurrent writer on this CPU.
+            let stats = unsafe { &mut *stats };
+            if stats.packets != 0 {
+                stats.packets += 1;
+                stats.bytes += bytes as u64;
+                stats.last_seen_ns = now;
+                stats.tcp_flags |= tcp_flags;
+                return;
+            }
+            // The entry was created by another CPU: this CPU's slot starts zeroed.
+            (stats, false)
         }
-        // The entry was created by another CPU: this CPU's slot starts zeroed.
-        fill(
-            stats,
-            key,
-            bytes,
-            tcp_flags,
-            now,
-            translated_src,
-            translated_dst,
-            handling,
-        );
-        return;
-    }
-    // The new entry is assembled in a per-CPU scratch slot: the BPF stack is too small for it.
-    let Some(stats) = FLOW_SCRATCH.get_ptr_mut(0) else {
-        return;
+        // A new entry is assembled in a per-CPU scratch slot: the BPF stack is too small for it.
+        None => match FLOW_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: per-CPU scratch slot, no concurrent writer on this CPU.
+            Some(scratch) => (unsafe { &mut *scratch }, true),
+            None => return,
+        },
     };
-    // SAFETY: per-CPU scratch slot, no concurrent writer on this CPU.
-    let stats = unsafe { &mut *stats };
     fill(
-        stats,
+        slot,
         key,
         bytes,
         tcp_flags,
@@ -195,7 +210,7 @@ fn account(
         translated_dst,
         handling,
     );
-    if FLOWS.insert(key, &*stats, 0).is_err() {
+    if new_entry && FLOWS.insert(key, *slot, 0).is_err() {
         count(Counter::FlowTableFull);
     }
 }
@@ -209,16 +224,16 @@ fn fill(
     bytes: u16,
     tcp_flags: u8,
     now: u64,
-    translated_src: [u8; 16],
-    translated_dst: [u8; 16],
+    translated_src: &[u8; 16],
+    translated_dst: &[u8; 16],
     handling: Handling,
 ) {
     stats.packets = 1;
     stats.bytes = bytes as u64;
     stats.first_seen_ns = now;
     stats.last_seen_ns = now;
-    stats.translated_src = translated_src;
-    stats.translated_dst = translated_dst;
+    stats.translated_src = *translated_src;
+    stats.translated_dst = *translated_dst;
     stats.translated_src_port = key.src_port;
     stats.translated_dst_port = key.dst_port;
     stats.route_target = handling.route_target();
@@ -226,4 +241,6 @@ fn fill(
     stats.tcp_flags = tcp_flags;
     stats.direction = handling.direction();
     stats.drop_reason = handling.drop_reason();
+    // The scratch slot may hold another flow's next hop.
+    stats.next_hop_checked_ns = 0;
 }

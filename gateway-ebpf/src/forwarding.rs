@@ -17,6 +17,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use crate::{
     checksum,
     counters::pass,
+    fastpath,
     maps::REDIRECT_DEVICES,
     parsing::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, Ipv6Packet, ptr_at},
 };
@@ -24,8 +25,9 @@ use crate::{
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
-/// Forwards an IPv4 packet whose addresses are now `src` -> `dst`.
-#[inline(always)]
+/// Forwards an IPv4 packet whose addresses are now `src` -> `dst`. Out of line: every path ends
+/// here, and one copy of the FIB parameter block on the stack is enough.
+#[inline(never)]
 pub fn ipv4(
     ctx: &XdpContext,
     packet: &Ipv4Packet,
@@ -55,6 +57,7 @@ pub fn ipv4(
     if REDIRECT_DEVICES.get(fib.ifindex).is_none() {
         return pass(Counter::PassEgressNotAttached);
     }
+    fastpath::remember_v4(packet, ingress, &fib);
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, packet.l3) else {
         return pass(Counter::PassFibOther);
     };
@@ -69,8 +72,8 @@ pub fn ipv4(
     redirect(ctx, &fib)
 }
 
-/// Forwards an IPv6 packet (addresses unchanged).
-#[inline(always)]
+/// Forwards an IPv6 packet (addresses unchanged). Out of line, as [`ipv4`].
+#[inline(never)]
 pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32) -> u32 {
     // SAFETY: plain C struct, all-zero is valid.
     let mut fib: FibLookup = unsafe { core::mem::zeroed() };
@@ -94,6 +97,7 @@ pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32) -> u32 {
     if REDIRECT_DEVICES.get(fib.ifindex).is_none() {
         return pass(Counter::PassEgressNotAttached);
     }
+    fastpath::remember_v6(packet, ingress, &fib);
     // Hop limit is byte 7 of the IPv6 header; IPv6 has no header checksum.
     let Some(hop_limit) = ptr_at::<u8>(ctx, packet.l3 + 7) else {
         return pass(Counter::PassFibOther);

@@ -2,7 +2,7 @@
 //! in both directions, including the packet quoted inside ICMP errors (RFC 5508) so traceroute
 //! and path MTU discovery work through it. IPv6 is never translated.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use gateway_common::{
     Counter,
     maps::{direction, target},
@@ -20,8 +20,8 @@ use crate::{
 };
 
 /// Offsets of the addresses in an IPv4 header.
-const SOURCE: usize = 12;
-const DESTINATION: usize = 16;
+pub const SOURCE: usize = 12;
+pub const DESTINATION: usize = 16;
 /// Offsets of the checksum in the TCP and UDP headers.
 const TCP_CHECK: usize = 16;
 const UDP_CHECK: usize = 6;
@@ -37,7 +37,7 @@ pub fn outbound_ipv4(
     subnet_index: u32,
 ) -> u32 {
     // SAFETY: plain data copied out.
-    let Some(public) = (unsafe { ELASTIC_IP_BY_PRIVATE.get(&packet.src) }).copied() else {
+    let Some(public) = (unsafe { ELASTIC_IP_BY_PRIVATE.get(packet.src) }).copied() else {
         return reject_v4(
             packet,
             ingress,
@@ -83,7 +83,7 @@ pub fn outbound_ipv4(
 #[inline(never)]
 pub fn inbound_ipv4(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32) -> u32 {
     // SAFETY: plain data copied out.
-    let Some(private) = (unsafe { ELASTIC_IP_BY_PUBLIC.get(&packet.dst) }).copied() else {
+    let Some(private) = (unsafe { ELASTIC_IP_BY_PUBLIC.get(packet.dst) }).copied() else {
         return match subnet_v4(packet.dst) {
             // The internet cannot address private IPv4 addresses directly.
             Some(subnet) => reject_v4(
@@ -169,13 +169,22 @@ pub fn pass_through_ipv6(
         direction::INGRESS => (Counter::ForwardIgwInboundIpv6, target::INTERNET_GATEWAY),
         _ => (Counter::ForwardIgwOutboundIpv6, target::INTERNET_GATEWAY),
     };
-    count(counter);
+    // Inside the VPC, counted once forwarded: a local route also covers the gateway's own
+    // addresses, which the FIB hands to the kernel.
+    let local = flow_direction == direction::INTERNAL;
+    if !local {
+        count(counter);
+    }
     flow::account_v6(
         packet,
         ingress,
         Handling::new(route_target, flow_direction, None, subnet_index),
     );
-    forwarding::ipv6(ctx, packet, ingress)
+    let verdict = forwarding::ipv6(ctx, packet, ingress);
+    if local && verdict == xdp_action::XDP_REDIRECT {
+        count(counter);
+    }
+    verdict
 }
 
 #[inline(always)]
@@ -200,7 +209,7 @@ fn account_translated(
 /// `new`, updating the IPv4 header checksum and, in a packet that carries the transport header,
 /// the TCP or UDP checksum (their pseudo-header includes the addresses; ICMP has none).
 #[inline(always)]
-fn rewrite_address(
+pub fn rewrite_address(
     ctx: &XdpContext,
     packet: &Ipv4Packet,
     offset: usize,
@@ -301,6 +310,10 @@ fn translate_quoted(
     } else {
         return Ok(());
     };
+    // Only within the ICMP message: bytes after the outer IP packet are not part of the quote.
+    if check_offset + 2 > packet.l3 + packet.total_length as usize {
+        return Ok(());
+    }
     if let Some(check) = ptr_at::<[u8; 2]>(ctx, check_offset) {
         let before = checksum::read(check);
         if inner_protocol == IPPROTO_UDP {

@@ -13,6 +13,7 @@ mod checksum;
 mod conntrack;
 mod counters;
 mod eigw;
+mod fastpath;
 mod flow;
 mod forwarding;
 mod igw;
@@ -33,7 +34,7 @@ pub fn gateway(ctx: XdpContext) -> u32 {
     count(Counter::RxPackets);
     let ingress = ctx.ingress_ifindex() as u32;
     // SAFETY: plain-data value, read once.
-    let Some(interface) = (unsafe { INTERFACES.get(&ingress) }) else {
+    let Some(interface) = (unsafe { INTERFACES.get(ingress) }) else {
         // Attached but not configured (e.g. during a reload): leave it to the kernel.
         return pass(Counter::PassNotOurs);
     };
@@ -60,7 +61,10 @@ fn ipv4(
 ) -> u32 {
     let mut packet = parsing::Ipv4Packet::default();
     match parsing::parse_ipv4(ctx, l3, vlan_tagged, &mut packet) {
-        Ok(parsing::Parsed::Packet) => routing::ipv4(ctx, &packet, ingress, facing_internet),
+        Ok(parsing::Parsed::Packet) => match fastpath::ipv4(ctx, &packet, ingress) {
+            fastpath::NOT_HANDLED => routing::ipv4(ctx, &packet, ingress, facing_internet),
+            verdict => verdict,
+        },
         Ok(parsing::Parsed::Pass(reason)) => pass(reason),
         Err(reason) => counters::drop(reason),
     }
@@ -77,7 +81,10 @@ fn ipv6(
 ) -> u32 {
     let mut packet = parsing::Ipv6Packet::default();
     match parsing::parse_ipv6(ctx, l3, vlan_tagged, &mut packet) {
-        Ok(parsing::Parsed::Packet) => routing::ipv6(ctx, &packet, ingress, facing_internet),
+        Ok(parsing::Parsed::Packet) => match fastpath::ipv6(ctx, &packet, ingress) {
+            fastpath::NOT_HANDLED => routing::ipv6(ctx, &packet, ingress, facing_internet),
+            verdict => verdict,
+        },
         Ok(parsing::Parsed::Pass(reason)) => pass(reason),
         Err(reason) => counters::drop(reason),
     }

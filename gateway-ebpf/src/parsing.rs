@@ -157,7 +157,8 @@ pub fn parse_ipv4(
     if packet.later_fragment {
         return Ok(Parsed::Packet);
     }
-    let transport = parse_transport(ctx, packet.l4, packet.protocol, IPPROTO_ICMP)?;
+    let end = l3 + total_length as usize;
+    let transport = parse_transport(ctx, packet.l4, end, packet.protocol, IPPROTO_ICMP)?;
     packet.src_port = transport.src_port;
     packet.dst_port = transport.dst_port;
     packet.tcp_flags = transport.tcp_flags;
@@ -182,27 +183,34 @@ pub fn parse_ipv6(
     if ip.vcf[0] >> 4 != 6 || ctx.data() + l3 + Ipv6Hdr::LEN + payload_length > ctx.data_end() {
         return Err(Counter::DropTruncatedIpv6);
     }
-    let src = ip.src_addr;
-    let dst = ip.dst_addr;
-    // Multicast, link-local, loopback and unspecified addresses belong to the link, not to us.
-    if dst[0] == 0xff
-        || (dst[0] == 0xfe && dst[1] & 0xc0 == 0x80)
-        || (src[0] == 0xfe && src[1] & 0xc0 == 0x80)
-        || src == [0; 16]
-    {
-        return Ok(Parsed::Pass(Counter::PassNotOurs));
-    }
+    // Copied straight into the caller's struct: 32 bytes held in registers would spill.
+    packet.src = ip.src_addr;
+    packet.dst = ip.dst_addr;
     packet.l3 = l3;
     packet.vlan_tagged = vlan_tagged;
-    packet.src = src;
-    packet.dst = dst;
     packet.next_header = ip.next_hdr;
     packet.hop_limit = ip.hop_limit;
     packet.total_length = (Ipv6Hdr::LEN + payload_length) as u16;
     // Extension headers are carried through untouched; flows behind them are tracked by address.
-    let transport = parse_transport(ctx, l3 + Ipv6Hdr::LEN, packet.next_header, IPPROTO_ICMPV6)?;
+    let end = l3 + Ipv6Hdr::LEN + payload_length;
+    let transport = parse_transport(
+        ctx,
+        l3 + Ipv6Hdr::LEN,
+        end,
+        packet.next_header,
+        IPPROTO_ICMPV6,
+    )?;
     if packet.next_header == IPPROTO_ICMPV6 && (133..=137).contains(&transport.src_port) {
         return Ok(Parsed::Pass(Counter::PassNeighbourDiscovery));
+    }
+    // Multicast, link-local, loopback and unspecified addresses belong to the link, not to us.
+    let (src, dst) = (&packet.src, &packet.dst);
+    if dst[0] == 0xff
+        || (dst[0] == 0xfe && dst[1] & 0xc0 == 0x80)
+        || (src[0] == 0xfe && src[1] & 0xc0 == 0x80)
+        || *src == [0; 16]
+    {
+        return Ok(Parsed::Pass(Counter::PassNotOurs));
     }
     packet.src_port = transport.src_port;
     packet.dst_port = transport.dst_port;
@@ -217,23 +225,32 @@ pub struct Transport {
 }
 
 /// Reads ports (TCP/UDP) or type and code (ICMP/ICMPv6) at `l4`; other protocols have none.
+/// The header must end within the frame and within the IP packet, which ends at `end` (bytes
+/// after it are link-layer padding or trailers, not transport header).
 #[inline(always)]
 fn parse_transport(
     ctx: &XdpContext,
     l4: usize,
+    end: usize,
     protocol: u8,
     icmp_protocol: u8,
 ) -> Result<Transport, Counter> {
     if l4 > MAX_L4_OFFSET {
         return Err(Counter::DropMalformedIpv4);
     }
+    let within = |length: usize| l4 + length <= end;
     let mut transport = Transport {
         src_port: 0,
         dst_port: 0,
         tcp_flags: 0,
     };
     if protocol == IPPROTO_TCP {
+        // The frame check first: the compiler would drop it as implied by the packet-length
+        // check, and the verifier needs to see it.
         let tcp: *const TcpHdr = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedTcp)?;
+        if !within(TcpHdr::LEN) {
+            return Err(Counter::DropTruncatedTcp);
+        }
         // SAFETY: bounds-checked above; read through the same pointer, since the verifier only
         // knows the range of the register it checked.
         unsafe {
@@ -244,6 +261,9 @@ fn parse_transport(
         }
     } else if protocol == IPPROTO_UDP {
         let udp: *const UdpHdr = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedUdp)?;
+        if !within(UdpHdr::LEN) {
+            return Err(Counter::DropTruncatedUdp);
+        }
         // SAFETY: bounds-checked above.
         let udp = unsafe { &*udp };
         transport.src_port = u16::from_be_bytes(udp.src);
@@ -251,6 +271,9 @@ fn parse_transport(
     } else if protocol == icmp_protocol {
         // Type, code, checksum and the 4-byte rest of header.
         let icmp: *const [u8; 8] = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedIcmp)?;
+        if !within(8) {
+            return Err(Counter::DropTruncatedIcmp);
+        }
         // SAFETY: bounds-checked above.
         let icmp = unsafe { *icmp };
         transport.src_port = icmp[0] as u16;

@@ -3,7 +3,7 @@
 //! from the internet is accepted only for a subnet whose route table sends that source back
 //! through the gateway it came from (for IPv4 that is the internet gateway's Elastic IPs).
 
-use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, maps::lpm_trie::Key, programs::XdpContext};
 use gateway_common::{
     Counter,
     maps::{RouteKeyV4, RouteKeyV6, RouteTarget, SubnetInfo, direction, target},
@@ -21,12 +21,26 @@ use crate::{
 /// Subnet info for an IPv4 address, if it is inside a subnet.
 #[inline(always)]
 pub fn subnet_v4(addr: [u8; 4]) -> Option<SubnetInfo> {
-    SUBNETS_V4.get(&Key::new(32, addr)).copied()
+    SUBNETS_V4.get(Key::new(32, addr)).copied()
+}
+
+/// Subnet info for an IPv6 address. Out of line with a scalar result, so the 20-byte key lives
+/// in its own small frame rather than in the IPv6 path's.
+#[inline(never)]
+fn subnet_v6_packed(addr: &[u8; 16]) -> u64 {
+    match SUBNETS_V6.get(Key::new(128, *addr)) {
+        Some(info) => ((info.route_table as u64) << 32) | info.subnet_index as u64,
+        None => u64::MAX,
+    }
 }
 
 #[inline(always)]
-pub fn subnet_v6(addr: [u8; 16]) -> Option<SubnetInfo> {
-    SUBNETS_V6.get(&Key::new(128, addr)).copied()
+pub fn subnet_v6(addr: &[u8; 16]) -> Option<SubnetInfo> {
+    let packed = subnet_v6_packed(addr);
+    (packed != u64::MAX).then_some(SubnetInfo {
+        route_table: (packed >> 32) as u32,
+        subnet_index: packed as u32,
+    })
 }
 
 /// Longest-prefix route for `destination` in `route_table`.
@@ -42,16 +56,18 @@ pub fn route_v4(route_table: u32, destination: [u8; 4]) -> Option<RouteTarget> {
     ROUTES_V4.get(&key).copied()
 }
 
-#[inline(always)]
-pub fn route_v6(route_table: u32, destination: [u8; 16]) -> Option<RouteTarget> {
+/// The target kind of the longest-prefix IPv6 route, 0 for none. Out of line for the same
+/// reason as [`subnet_v6_packed`].
+#[inline(never)]
+fn route_v6_kind(route_table: u32, destination: &[u8; 16]) -> u32 {
     let key = Key::new(
         32 + 128,
         RouteKeyV6 {
             route_table: route_table.to_be_bytes(),
-            destination,
+            destination: *destination,
         },
     );
-    ROUTES_V6.get(&key).copied()
+    ROUTES_V6.get(&key).map_or(0, |route| route.kind)
 }
 
 /// Drops an IPv4 packet and records it as a REJECT flow.
@@ -133,18 +149,18 @@ pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32, facing_internet
     if facing_internet {
         // Inbound: the destination's subnet must route the source back through a gateway that
         // lets it in: the internet gateway always, the egress-only gateway for tracked flows.
-        let Some(subnet) = subnet_v6(packet.dst) else {
+        let Some(subnet) = subnet_v6(&packet.dst) else {
             return pass(Counter::PassNotOurs);
         };
-        return match route_v6(subnet.route_table, packet.src).map(|route| route.kind) {
-            Some(target::INTERNET_GATEWAY) => igw::pass_through_ipv6(
+        return match route_v6_kind(subnet.route_table, &packet.src) {
+            target::INTERNET_GATEWAY => igw::pass_through_ipv6(
                 ctx,
                 packet,
                 ingress,
                 subnet.subnet_index,
                 direction::INGRESS,
             ),
-            Some(target::EGRESS_ONLY_INTERNET_GATEWAY) => {
+            target::EGRESS_ONLY_INTERNET_GATEWAY => {
                 eigw::inbound(ctx, packet, ingress, subnet.subnet_index)
             }
             _ => reject_v6(
@@ -156,19 +172,17 @@ pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32, facing_internet
             ),
         };
     }
-    let Some(subnet) = subnet_v6(packet.src) else {
+    let Some(subnet) = subnet_v6(&packet.src) else {
         return pass(Counter::PassNotOurs);
     };
-    let Some(route) = route_v6(subnet.route_table, packet.dst) else {
-        return reject_v6(
+    match route_v6_kind(subnet.route_table, &packet.dst) {
+        0 => reject_v6(
             packet,
             ingress,
             Counter::DropNoRoute,
             subnet.subnet_index,
             direction::EGRESS,
-        );
-    };
-    match route.kind {
+        ),
         target::LOCAL => igw::pass_through_ipv6(
             ctx,
             packet,
@@ -205,7 +219,6 @@ fn forward_local_v4(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, subnet_
     if packet.ttl <= 1 {
         return pass(Counter::PassTtlExpired);
     }
-    count(Counter::ForwardLocal);
     flow::account_v4(
         packet,
         ingress,
@@ -213,5 +226,11 @@ fn forward_local_v4(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, subnet_
         u32::from_ne_bytes(packet.dst),
         Handling::new(target::LOCAL, direction::INTERNAL, None, subnet_index),
     );
-    forwarding::ipv4(ctx, packet, packet.src, packet.dst, ingress)
+    // Counted once forwarded: a local route also covers the gateway's own addresses, which the
+    // FIB hands to the kernel.
+    let verdict = forwarding::ipv4(ctx, packet, packet.src, packet.dst, ingress);
+    if verdict == xdp_action::XDP_REDIRECT {
+        count(Counter::ForwardLocal);
+    }
+    verdict
 }

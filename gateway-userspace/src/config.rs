@@ -38,39 +38,6 @@ pub const NAT64_PREFIX_LENGTHS: [u8; 6] = [32, 40, 48, 56, 64, 96];
 /// The longest Linux interface name (IFNAMSIZ - 1).
 pub const MAX_INTERFACE_NAME_LEN: usize = 15;
 
-/// The fields a custom flow log `format` may name, as `${field}`, in AWS VPC Flow Logs order.
-pub const FLOW_LOG_FIELDS: &[&str] = &[
-    "version",
-    "account-id",
-    "interface-id",
-    "srcaddr",
-    "dstaddr",
-    "srcport",
-    "dstport",
-    "protocol",
-    "packets",
-    "bytes",
-    "start",
-    "end",
-    "action",
-    "log-status",
-    "vpc-id",
-    "subnet-id",
-    "instance-id",
-    "tcp-flags",
-    "type",
-    "pkt-srcaddr",
-    "pkt-dstaddr",
-    "region",
-    "az-id",
-    "sublocation-type",
-    "sublocation-id",
-    "pkt-src-aws-service",
-    "pkt-dst-aws-service",
-    "flow-direction",
-    "traffic-path",
-];
-
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -84,6 +51,46 @@ pub struct Config {
     pub egress_only_internet_gateways: Vec<EgressOnlyInternetGateway>,
     /// `None`: flow logs are disabled.
     pub flow_logs: Option<FlowLogs>,
+    /// Idle timeouts of tracked flows (egress-only gateway, NAT gateway).
+    pub conntrack: Conntrack,
+}
+
+/// Idle timeouts of connection tracking, by protocol and TCP state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conntrack {
+    pub tcp_established_idle: Duration,
+    /// SYN sent, FIN seen, reset.
+    pub tcp_transitory_idle: Duration,
+    pub udp_idle: Duration,
+    pub icmp_idle: Duration,
+    pub other_idle: Duration,
+}
+
+/// The `[conntrack]` keys, their defaults in seconds (AWS's NAT gateway: 350 s established TCP;
+/// RFC minimums elsewhere) and what each sets.
+pub const CONNTRACK_TIMEOUT_KEYS: [(&str, u64); 5] = [
+    ("tcp_established_idle_seconds", 350),
+    ("tcp_transitory_idle_seconds", 240),
+    ("udp_idle_seconds", 300),
+    ("icmp_idle_seconds", 60),
+    ("other_idle_seconds", 300),
+];
+
+/// The range allowed for every conntrack timeout: one second to one week.
+pub const CONNTRACK_TIMEOUT_SECONDS: std::ops::RangeInclusive<u64> = 1..=604_800;
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        let [established, transitory, udp, icmp, other] =
+            CONNTRACK_TIMEOUT_KEYS.map(|(_, seconds)| Duration::from_secs(seconds));
+        Conntrack {
+            tcp_established_idle: established,
+            tcp_transitory_idle: transitory,
+            udp_idle: udp,
+            icmp_idle: icmp,
+            other_idle: other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,6 +302,7 @@ struct RawConfig {
     nat_gateways: Vec<RawNatGateway>,
     egress_only_internet_gateways: Vec<RawEgressOnlyInternetGateway>,
     flow_logs: Option<RawFlowLogs>,
+    conntrack: Option<Vec<(String, At<i64>)>>,
 }
 
 struct RawVpc {
@@ -379,6 +387,7 @@ impl RawConfig {
                 "nat_gateways",
                 "egress_only_internet_gateways",
                 "flow_logs",
+                "conntrack",
             ],
         );
         let vpc = root.table(
@@ -495,7 +504,15 @@ impl RawConfig {
                 aggregation_interval_seconds: table.integer(sink, "aggregation_interval_seconds"),
                 format: table.string(sink, "format"),
             });
+        let conntrack_keys = CONNTRACK_TIMEOUT_KEYS.map(|(key, _)| key);
+        let conntrack = root.table(sink, "conntrack", &conntrack_keys).map(|table| {
+            conntrack_keys
+                .iter()
+                .filter_map(|key| Some((key.to_string(), table.integer(sink, key)?)))
+                .collect()
+        });
         Self {
+            conntrack,
             vpc,
             controller,
             interfaces,
@@ -601,8 +618,10 @@ fn validate(raw: RawConfig, sink: &mut Sink) -> Config {
     let flow_logs = raw
         .flow_logs
         .map(|flow_logs| validate_flow_logs(flow_logs, sink));
+    let conntrack = validate_conntrack(raw.conntrack.unwrap_or_default(), sink);
 
     Config {
+        conntrack,
         vpc,
         controller,
         interfaces,
@@ -837,6 +856,35 @@ fn vpc_cidrs(vpc: &Vpc) -> impl Iterator<Item = IpNet> + '_ {
         .iter()
         .map(|net| IpNet::V4(*net))
         .chain(vpc.ipv6_cidrs.iter().map(|net| IpNet::V6(*net)))
+}
+
+fn validate_conntrack(raw: Vec<(String, At<i64>)>, sink: &mut Sink) -> Conntrack {
+    let mut conntrack = Conntrack::default();
+    for (key, seconds) in raw {
+        let value = match u64::try_from(seconds.value) {
+            Ok(value) if CONNTRACK_TIMEOUT_SECONDS.contains(&value) => value,
+            _ => {
+                sink.report_at(
+                    &seconds,
+                    format!(
+                        "a conntrack timeout must be between 1 and 604800 seconds (one week), \
+                         found {}",
+                        seconds.value
+                    ),
+                );
+                continue;
+            }
+        };
+        let duration = Duration::from_secs(value);
+        match key.as_str() {
+            "tcp_established_idle_seconds" => conntrack.tcp_established_idle = duration,
+            "tcp_transitory_idle_seconds" => conntrack.tcp_transitory_idle = duration,
+            "udp_idle_seconds" => conntrack.udp_idle = duration,
+            "icmp_idle_seconds" => conntrack.icmp_idle = duration,
+            _ => conntrack.other_idle = duration,
+        }
+    }
+    conntrack
 }
 
 fn validate_controller(raw: Option<RawController>, sink: &mut Sink) -> Controller {
@@ -1121,11 +1169,10 @@ fn refuse_unimplemented_target(target: RouteTarget, id: &str) -> Option<String> 
             "target {id} is a NAT gateway, which this version of the dataplane does not \
              implement yet"
         )),
-        RouteTarget::EgressOnlyInternetGateway(_) => Some(format!(
-            "target {id} is an egress-only internet gateway, which this version of the dataplane \
-             does not implement yet"
-        )),
-        RouteTarget::Local | RouteTarget::Blackhole | RouteTarget::InternetGateway => None,
+        RouteTarget::Local
+        | RouteTarget::Blackhole
+        | RouteTarget::InternetGateway
+        | RouteTarget::EgressOnlyInternetGateway(_) => None,
     }
 }
 
@@ -1457,34 +1504,6 @@ fn validate_elastic_ips(
     elastic_ips
 }
 
-/// Checks a custom flow log format: `${field}` tokens separated by single spaces, each field in
-/// [`FLOW_LOG_FIELDS`]. (Same contract as `crate::flowlog::validate_format`, to be wired later.)
-fn check_flow_log_format(format: &str) -> Result<(), String> {
-    if format.trim().is_empty() {
-        return Err("the format names no fields".to_owned());
-    }
-    for token in format.split(' ') {
-        if token.is_empty() {
-            return Err("fields in the format must be separated by single spaces".to_owned());
-        }
-        let Some(name) = token
-            .strip_prefix("${")
-            .and_then(|rest| rest.strip_suffix('}'))
-        else {
-            return Err(format!(
-                "format token {token:?} is not of the form ${{field-name}}"
-            ));
-        };
-        if !FLOW_LOG_FIELDS.contains(&name) {
-            return Err(format!(
-                "unknown flow log field {name:?} in the format; known fields: {}",
-                FLOW_LOG_FIELDS.join(" ")
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn validate_flow_logs(raw: RawFlowLogs, sink: &mut Sink) -> FlowLogs {
     let path = match raw.path {
         Some(path) if path.value.is_empty() => {
@@ -1511,7 +1530,7 @@ fn validate_flow_logs(raw: RawFlowLogs, sink: &mut Sink) -> FlowLogs {
         None => DEFAULT_AGGREGATION_INTERVAL_SECONDS,
     };
     if let Some(format) = &raw.format
-        && let Err(message) = check_flow_log_format(&format.value)
+        && let Err(message) = crate::flowlog::validate_format(&format.value)
     {
         sink.report_at(format, message);
     }
@@ -1654,6 +1673,7 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
         assert_eq!(
             config,
             Config {
+                conntrack: Conntrack::default(),
                 vpc: Vpc {
                     id: "vpc-0demo".into(),
                     account_id: "123456789012".into(),
@@ -2370,11 +2390,9 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
             "\"0.0.0.0/0\", target = \"eigw-a\"",
         ) + "[[egress_only_internet_gateways]]\nid = \"eigw-a\"\n";
         let found = problems(&text);
-        assert_eq!(found.len(), 2, "{found:#?}");
-        assert!(found.iter().all(
-            |problem| problem.field == "route_tables[0].routes[0].target"
-                && problem.line == line_of(&text, "eigw-a")
-        ));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].field, "route_tables[0].routes[0].target");
+        assert_eq!(found[0].line, line_of(&text, "eigw-a"));
         assert_eq!(
             found[0].message,
             "eigw-a cannot take 0.0.0.0/0: egress-only internet gateways carry IPv6 only"
@@ -2396,16 +2414,17 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
     }
 
     #[test]
-    fn route_to_egress_only_gateway_is_not_implemented() {
+    fn route_to_egress_only_gateway_is_accepted() {
         let text = with(
             "\"::/0\", target = \"igw-main\"",
             "\"::/0\", target = \"eigw-a\"",
         ) + "[[egress_only_internet_gateways]]\nid = \"eigw-a\"\n";
-        assert_problem(
-            &text,
-            "\"eigw-a\" }",
-            "route_tables[0].routes[1].target",
-            "target eigw-a is an egress-only internet gateway, which this version of the dataplane does not implement yet",
+        let config = Config::parse(&text, "t.toml").expect("valid");
+        assert!(
+            config.route_tables[0]
+                .routes
+                .iter()
+                .any(|route| route.target == RouteTarget::EgressOnlyInternetGateway(0))
         );
     }
 
@@ -2415,7 +2434,7 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
         assert!(refuse_unimplemented_target(RouteTarget::NatGateway(0), "nat-a").is_some());
         assert!(
             refuse_unimplemented_target(RouteTarget::EgressOnlyInternetGateway(0), "eigw-a")
-                .is_some()
+                .is_none()
         );
         assert!(refuse_unimplemented_target(RouteTarget::InternetGateway, "igw-a").is_none());
         let ids = GatewayIds {
@@ -2636,14 +2655,17 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
 
     #[test]
     fn flow_logs_format_without_fields() {
-        assert_format_problem(" ", "the format names no fields");
+        assert_format_problem(
+            " ",
+            "the flow log format is empty: it needs at least one `${field}`",
+        );
     }
 
     #[test]
     fn flow_logs_format_spacing() {
         assert_format_problem(
             "${version}  ${srcaddr}",
-            "fields in the format must be separated by single spaces",
+            "the flow log format has an empty field at byte 11: separate fields with exactly one space",
         );
     }
 
@@ -2651,25 +2673,53 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
     fn flow_logs_format_token() {
         assert_format_problem(
             "${version} srcaddr",
-            "format token \"srcaddr\" is not of the form ${field-name}",
+            "`srcaddr` in the flow log format is not of the form `${field}`",
         );
     }
 
     #[test]
     fn flow_logs_format_unknown_field() {
-        assert_format_problem(
-            "${version} ${source}",
-            "unknown flow log field \"source\" in the format; known fields: version account-id",
+        assert_format_problem("${version} ${source}", "unknown flow log field `source`");
+    }
+
+    #[test]
+    fn conntrack_timeouts_default_and_override() {
+        let config = Config::parse(BASE, "base.toml").expect("valid");
+        assert_eq!(config.conntrack, Conntrack::default());
+        assert_eq!(
+            config.conntrack.tcp_established_idle,
+            Duration::from_secs(350)
+        );
+        let text = format!(
+            "{BASE}\n[conntrack]\ntcp_established_idle_seconds = 7440\nudp_idle_seconds = 120\n"
+        );
+        let config = Config::parse(&text, "c.toml").expect("valid");
+        assert_eq!(
+            config.conntrack.tcp_established_idle,
+            Duration::from_secs(7440)
+        );
+        assert_eq!(config.conntrack.udp_idle, Duration::from_secs(120));
+        assert_eq!(config.conntrack.icmp_idle, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn conntrack_timeout_out_of_range() {
+        let text = format!("{BASE}\n[conntrack]\nicmp_idle_seconds = 0\n");
+        let error = Config::parse(&text, "c.toml").expect_err("invalid");
+        let message = error.to_string();
+        assert!(
+            message.contains("conntrack.icmp_idle_seconds")
+                && message.contains("a conntrack timeout must be between 1 and 604800 seconds"),
+            "{message}"
         );
     }
 
     #[test]
-    fn flow_logs_format_with_every_field() {
-        let format = FLOW_LOG_FIELDS
-            .iter()
-            .map(|field| format!("${{{field}}}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        assert_eq!(check_flow_log_format(&format), Ok(()));
+    fn conntrack_unknown_key() {
+        let text = format!("{BASE}\n[conntrack]\ntcp_idle = 5\n");
+        let message = Config::parse(&text, "c.toml")
+            .expect_err("invalid")
+            .to_string();
+        assert!(message.contains("unknown key"), "{message}");
     }
 }

@@ -24,6 +24,26 @@ pub struct StatsReply {
     pub uptime_seconds: u64,
 }
 
+/// One live connection-tracking entry, as `gateway conntrack` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConntrackRow {
+    /// "tcp", "udp", "icmp", "icmpv6" or the protocol number.
+    pub protocol: String,
+    /// Which gateway tracks it: "egress-only".
+    pub gateway: String,
+    /// The VPC side, `address port` (ICMP echo: the identifier as the port).
+    pub inside: String,
+    /// The internet side.
+    pub remote: String,
+    pub state: String,
+    pub age_seconds: u64,
+    pub idle_seconds: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+}
+
 /// Sends `command` to the controller at `socket` and returns its JSON answer.
 pub fn request(socket: &Path, command: &str) -> anyhow::Result<String> {
     let mut stream = UnixStream::connect(socket).with_context(|| {

@@ -8,13 +8,14 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf,
     maps::{
-        DevMapHash, HashMap, MapData, PerCpuArray, PerCpuHashMap,
+        Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuHashMap,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use gateway_common::{
     Counter,
+    conntrack::{ConnEntry, ConnKey, Timeouts},
     maps::{
         FlowKey, FlowStats, InterfaceInfo, RouteKeyV4, RouteKeyV6, RouteTarget, SubnetInfo,
         XDP_PROGRAM, names, role, target,
@@ -36,6 +37,23 @@ pub struct MapPlan {
     pub routes_v6: Vec<(u32, RouteKeyV6, RouteTarget)>,
     /// (private, public) Elastic IP associations.
     pub elastic_ips: Vec<([u8; 4], [u8; 4])>,
+    /// Connection-tracking idle timeouts.
+    pub timeouts: Timeouts,
+}
+
+fn nanos(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The kernel's form of the configured timeouts.
+pub fn timeouts_of(conntrack: &config::Conntrack) -> Timeouts {
+    Timeouts {
+        tcp_established_ns: nanos(conntrack.tcp_established_idle),
+        tcp_transitory_ns: nanos(conntrack.tcp_transitory_idle),
+        udp_ns: nanos(conntrack.udp_idle),
+        icmp_ns: nanos(conntrack.icmp_idle),
+        other_ns: nanos(conntrack.other_idle),
+    }
 }
 
 /// Resolves an interface name to its ifindex in the current network namespace.
@@ -66,7 +84,10 @@ impl MapPlan {
     /// Builds the plan. `resolve` maps an interface name to its ifindex; an interface that does
     /// not exist is an error naming the config line.
     pub fn new(config: &Config, resolve: impl Fn(&str) -> Option<u32>) -> anyhow::Result<MapPlan> {
-        let mut plan = MapPlan::default();
+        let mut plan = MapPlan {
+            timeouts: timeouts_of(&config.conntrack),
+            ..MapPlan::default()
+        };
         for interface in &config.interfaces {
             let ifindex = resolve(&interface.name).ok_or_else(|| {
                 anyhow!(
@@ -222,6 +243,11 @@ impl Dataplane {
             }
         }
         {
+            let mut timeouts: Array<_, Timeouts> =
+                Array::try_from(map_mut(&mut self.ebpf, names::CONNTRACK_TIMEOUTS)?)?;
+            timeouts.set(0, plan.timeouts, 0)?;
+        }
+        {
             let mut by_public: HashMap<_, [u8; 4], [u8; 4]> =
                 HashMap::try_from(map_mut(&mut self.ebpf, names::ELASTIC_IP_BY_PUBLIC)?)?;
             for (private, public) in &plan.elastic_ips {
@@ -299,6 +325,58 @@ impl Dataplane {
         }
         Ok(())
     }
+}
+
+impl Dataplane {
+    /// A snapshot of the connection-tracking table.
+    pub fn conntrack(&self) -> anyhow::Result<Vec<(ConnKey, ConnEntry)>> {
+        let map = self
+            .ebpf
+            .map(names::CONNTRACK)
+            .context("CONNTRACK map missing")?;
+        let table: HashMap<&MapData, ConnKey, ConnEntry> = HashMap::try_from(map)?;
+        let mut entries = Vec::new();
+        for entry in table.iter() {
+            match entry {
+                Ok(entry) => entries.push(entry),
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Deletes the entries idle for longer than their timeout at `now` (the dataplane's clock),
+    /// re-reading each one just before deleting it so that a flow refreshed in between stays.
+    /// Returns how many were deleted.
+    pub fn sweep_conntrack(&mut self, timeouts: &Timeouts, now: u64) -> anyhow::Result<usize> {
+        let expired: Vec<ConnKey> = self
+            .conntrack()?
+            .into_iter()
+            .filter(|(key, entry)| is_expired(timeouts, key, entry, now))
+            .map(|(key, _)| key)
+            .collect();
+        let mut table: HashMap<_, ConnKey, ConnEntry> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::CONNTRACK)?)?;
+        let mut deleted = 0;
+        for key in expired {
+            match table.get(&key, 0) {
+                Ok(entry) if is_expired(timeouts, &key, &entry, now) => {}
+                _ => continue,
+            }
+            match table.remove(&key) {
+                Ok(()) => deleted += 1,
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(error) => bail!("deleting a conntrack entry: {error}"),
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Whether an entry has been idle for longer than its state's timeout.
+pub fn is_expired(timeouts: &Timeouts, key: &ConnKey, entry: &ConnEntry, now: u64) -> bool {
+    now.saturating_sub(entry.last_seen_ns) > timeouts.for_entry(key.protocol, entry.state)
 }
 
 /// Combines the per-CPU values of one flow: counts add up, times span all CPUs, flags OR.

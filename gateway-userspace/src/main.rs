@@ -1,6 +1,7 @@
 //! `gateway`: the controller of the XDP gateway.
 
 use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     process::ExitCode,
     sync::{Arc, Mutex},
@@ -12,11 +13,15 @@ use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use gateway::{
     config::Config,
-    control::{self, StatsReply},
+    control::{self, ConntrackRow, StatsReply},
+    dataplane::timeouts_of,
     dataplane::{Dataplane, MapPlan, ifindex_of},
-    flowlog_task::{self, FlowLogger},
+    flowlog_task::{self, FlowLogger, monotonic_coarse_ns},
 };
-use gateway_common::Counter;
+use gateway_common::{
+    Counter,
+    conntrack::{ConnEntry, ConnKey, Timeouts},
+};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
     net::UnixListener,
@@ -62,6 +67,20 @@ enum Command {
         config: PathBuf,
     },
     /// Print the dataplane's counters from a running gateway.
+    /// List the live tracked flows of a running gateway (egress-only internet gateway; later
+    /// the NAT gateway): protocol, inside and remote endpoints, state, age, idle time, packets
+    /// and bytes each way.
+    Conntrack {
+        /// The running gateway's control socket ([controller] socket in its config).
+        #[arg(long, default_value = gateway::config::DEFAULT_CONTROLLER_SOCKET)]
+        socket: PathBuf,
+        /// Only entries whose inside or remote address is this one.
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     Stats {
         /// The running gateway's control socket ([controller] socket in its config).
         #[arg(long, default_value = gateway::config::DEFAULT_CONTROLLER_SOCKET)]
@@ -105,6 +124,11 @@ fn main() -> ExitCode {
         Command::Run { config, xdp_mode } => run(config, xdp_mode.into()),
         Command::Check { config } => check(config),
         Command::Stats { socket, json, all } => stats(&socket, json, all),
+        Command::Conntrack {
+            socket,
+            address,
+            json,
+        } => conntrack(&socket, address, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -160,6 +184,60 @@ fn stats(socket: &std::path::Path, json: bool, all: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+fn conntrack(
+    socket: &std::path::Path,
+    address: Option<std::net::IpAddr>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let command = match address {
+        Some(address) => format!("conntrack {address}"),
+        None => "conntrack".to_string(),
+    };
+    let reply = control::request(socket, &command)?;
+    if json {
+        print!("{reply}");
+        return Ok(());
+    }
+    let rows: Vec<ConntrackRow> =
+        serde_json::from_str(&reply).context("parsing the conntrack reply")?;
+    println!(
+        "{:<7} {:<12} {:<44} {:<44} {:<12} {:>7} {:>7} {:>10} {:>12} {:>10} {:>12}",
+        "proto",
+        "gateway",
+        "inside",
+        "remote",
+        "state",
+        "age_s",
+        "idle_s",
+        "pkts_out",
+        "bytes_out",
+        "pkts_in",
+        "bytes_in"
+    );
+    for row in &rows {
+        println!(
+            "{:<7} {:<12} {:<44} {:<44} {:<12} {:>7} {:>7} {:>10} {:>12} {:>10} {:>12}",
+            row.protocol,
+            row.gateway,
+            row.inside,
+            row.remote,
+            row.state,
+            row.age_seconds,
+            row.idle_seconds,
+            row.packets_out,
+            row.bytes_out,
+            row.packets_in,
+            row.bytes_in
+        );
+    }
+    println!(
+        "{} entr{}",
+        rows.len(),
+        if rows.len() == 1 { "y" } else { "ies" }
+    );
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn run(path: PathBuf, mode: XdpMode) -> anyhow::Result<()> {
     let config = Config::from_file(&path)?;
@@ -204,6 +282,11 @@ async fn run(path: PathBuf, mode: XdpMode) -> anyhow::Result<()> {
         None => None,
     };
 
+    let sweeper = tokio::spawn(sweep_conntrack(
+        Arc::clone(&dataplane),
+        timeouts_of(&config.conntrack),
+    ));
+
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     loop {
@@ -225,6 +308,7 @@ async fn run(path: PathBuf, mode: XdpMode) -> anyhow::Result<()> {
         }
     }
     info!("stopping");
+    sweeper.abort();
     if let Some((logger, task)) = flow_logger {
         task.abort();
         let _ = task.await;
@@ -256,7 +340,34 @@ async fn serve(
     )
     .await
     .context("timed out waiting for a command")??;
-    let reply = match line.trim() {
+    let mut words = line.split_whitespace();
+    let reply = match words.next().unwrap_or("") {
+        "conntrack" => {
+            let filter = match words.next() {
+                Some(text) => Some(
+                    text.parse::<IpAddr>()
+                        .with_context(|| format!("{text:?} is not an IP address"))?,
+                ),
+                None => None,
+            };
+            let entries = dataplane
+                .lock()
+                .expect("dataplane lock poisoned")
+                .conntrack()?;
+            let now = monotonic_coarse_ns();
+            let mut rows: Vec<ConntrackRow> = entries
+                .iter()
+                .filter(|(key, _)| {
+                    filter.is_none_or(|address| {
+                        address_of(key.family, &key.inside_addr) == address
+                            || address_of(key.family, &key.remote_addr) == address
+                    })
+                })
+                .map(|(key, entry)| conntrack_row(key, entry, now))
+                .collect();
+            rows.sort_by(|a, b| (&a.inside, &a.remote).cmp(&(&b.inside, &b.remote)));
+            serde_json::to_string(&rows)?
+        }
         "stats" => {
             let dataplane = dataplane.lock().expect("dataplane lock poisoned");
             let counters = dataplane.counters()?;
@@ -271,9 +382,80 @@ async fn serve(
             };
             serde_json::to_string(&reply)?
         }
-        other => format!("error: unknown command {other:?} (known: stats)"),
+        other => format!("error: unknown command {other:?} (known: stats, conntrack)"),
     };
     writer.write_all(reply.as_bytes()).await?;
     writer.write_all(b"\n").await?;
     Ok(())
+}
+
+/// Deletes expired connection-tracking entries every few seconds.
+async fn sweep_conntrack(dataplane: Arc<Mutex<Dataplane>>, timeouts: Timeouts) {
+    // Often enough that an expired entry is gone soon after its timeout, rarely enough to cost
+    // nothing: the shortest timeout over 4, between 1 and 5 seconds.
+    let shortest = [
+        timeouts.tcp_established_ns,
+        timeouts.tcp_transitory_ns,
+        timeouts.udp_ns,
+        timeouts.icmp_ns,
+        timeouts.other_ns,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(u64::MAX);
+    let period =
+        Duration::from_nanos(shortest / 4).clamp(Duration::from_secs(1), Duration::from_secs(5));
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        ticker.tick().await;
+        let now = monotonic_coarse_ns();
+        let result = dataplane
+            .lock()
+            .expect("dataplane lock poisoned")
+            .sweep_conntrack(&timeouts, now);
+        match result {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "expired conntrack entries deleted"),
+            Err(error) => warn!(error = %format!("{error:#}"), "conntrack sweep failed"),
+        }
+    }
+}
+
+fn address_of(family: u8, bytes: &[u8; 16]) -> IpAddr {
+    if family == gateway_common::maps::family::IPV4 {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*bytes))
+    }
+}
+
+fn conntrack_row(key: &ConnKey, entry: &ConnEntry, now: u64) -> ConntrackRow {
+    let protocol = match key.protocol {
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        1 => "icmp".to_string(),
+        58 => "icmpv6".to_string(),
+        other => other.to_string(),
+    };
+    let gateway = match key.kind {
+        gateway_common::conntrack::kind::EGRESS_ONLY => "egress-only",
+        _ => "unknown",
+    };
+    let endpoint = |bytes: &[u8; 16], port: u16| match address_of(key.family, bytes) {
+        IpAddr::V4(address) => format!("{address}:{port}"),
+        IpAddr::V6(address) => format!("[{address}]:{port}"),
+    };
+    ConntrackRow {
+        protocol,
+        gateway: gateway.to_string(),
+        inside: endpoint(&key.inside_addr, key.inside_port),
+        remote: endpoint(&key.remote_addr, key.remote_port),
+        state: gateway_common::conntrack::state::name(entry.state).to_string(),
+        age_seconds: now.saturating_sub(entry.created_ns) / 1_000_000_000,
+        idle_seconds: now.saturating_sub(entry.last_seen_ns) / 1_000_000_000,
+        packets_out: entry.packets_out,
+        bytes_out: entry.bytes_out,
+        packets_in: entry.packets_in,
+        bytes_in: entry.bytes_in,
+    }
 }

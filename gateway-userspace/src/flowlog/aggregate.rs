@@ -454,6 +454,7 @@ mod tests {
             tcp_flags: TCP_SYN | TCP_ACK,
             direction: direction::EGRESS,
             drop_reason: 0,
+            ..FlowStats::default()
         };
         (key, stats)
     }
@@ -543,6 +544,7 @@ mod tests {
             tcp_flags: 0,
             direction: direction::EGRESS,
             drop_reason: 0,
+            ..FlowStats::default()
         };
         let mut context = ctx();
         context.interfaces.insert(9, "eni-0a1b2c3d".into());
