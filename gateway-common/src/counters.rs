@@ -95,6 +95,23 @@ pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
 mod tests {
     use super::*;
 
+    /// The README's counter table is what users read: it must name every counter.
+    #[test]
+    fn readme_lists_every_counter() {
+        let readme = include_str!("../../README.md");
+        for counter in Counter::ALL {
+            assert!(
+                readme.contains(&std::format!(
+                    "| `{}` | {} |",
+                    counter.name(),
+                    counter.help()
+                )),
+                "README.md's counter table lacks `{}` (or its text differs from counters.rs)",
+                counter.name()
+            );
+        }
+    }
+
     #[test]
     fn indices_follow_declaration_order_and_names_are_unique() {
         for (index, counter) in Counter::ALL.iter().enumerate() {
