@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod checksum;
 mod conntrack;
 mod counters;

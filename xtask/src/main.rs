@@ -5,7 +5,9 @@
 //! - `build`: setup, then the release `gateway` binary (its build.rs compiles the XDP programs).
 //! - `test`: setup, fmt, clippy (host and BPF target), build, every test of the workspace.
 //! - `demo`: the internet gateway between four namespaces, with real traffic and a verdict.
+//! - `bench`: packet rates of the gateway against the kernel and XDP baselines (issue 5).
 
+mod bench;
 mod cmd;
 mod demo;
 mod setup;
@@ -39,6 +41,8 @@ enum Command {
     },
     /// Run the internet gateway between network namespaces with real traffic (needs root).
     Demo,
+    /// Run the benchmarks (needs root); `--quick` for a smoke run.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Test { test_args } => test(&test_args),
         Command::Demo => demo::demo(),
+        Command::Bench(args) => bench::run(args),
     }
 }
 
