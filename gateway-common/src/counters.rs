@@ -85,7 +85,7 @@ counters! {
     DropEigwUnsolicitedOther => "drop_eigw_unsolicited_other", "other protocol from the internet without a tracked flow";
     DropEigwIcmpErrorNoFlow => "drop_eigw_icmp_error_no_flow", "ICMPv6 error from the internet quoting a packet of no tracked flow";
     DropEigwFragment => "drop_eigw_fragment", "IPv6 non-first fragment from the internet to an egress-only subnet (no ports to match; see README)";
-    FlowTableFull => "flow_table_full", "flow-log accounting table full: the packet was forwarded but not logged";
+    FlowTableFull => "flow_table_full", "a flow entry could not be created (kernel out of memory): the packet was forwarded but not logged";
 }
 
 /// Number of counters; the size of the `COUNTERS` map.
