@@ -44,7 +44,6 @@ fn usable(stats: &FlowStats, length: u16, now: u64) -> bool {
         && (stats.route_target == target::INTERNET_GATEWAY
             || stats.route_target == target::LOCAL
             || stats.route_target == target::EGRESS_ONLY_INTERNET_GATEWAY)
-        && REDIRECT_DEVICES.get(stats.next_hop_ifindex).is_some()
 }
 
 /// The forwarding counter of a cached decision.
@@ -64,7 +63,8 @@ fn forward_counter(stats: &FlowStats, ipv6: bool) -> Counter {
 }
 
 /// Sends the (already rewritten) packet to the cached next hop. From here on the packet is
-/// changed, so a failure is a drop, never a second trip through the slow path.
+/// changed, so a failure is a drop, never a second trip through the slow path. (The slow path
+/// only caches a next hop it found in the device map, which does not change while it runs.)
 #[inline(always)]
 fn redirect(ctx: &XdpContext, stats: &FlowStats) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
