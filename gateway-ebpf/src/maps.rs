@@ -66,3 +66,13 @@ pub static CONNTRACK: HashMap<ConnKey, ConnEntry> =
 /// The idle timeouts, one entry written by the controller from the config.
 #[map(name = "CONNTRACK_TIMEOUTS")]
 pub static CONNTRACK_TIMEOUTS: Array<Timeouts> = Array::with_max_entries(1, 0);
+
+/// This CPU's budget of new REJECT flow records for the current second (see flow.rs).
+#[map(name = "REJECT_BUDGET")]
+pub static REJECT_BUDGET: PerCpuArray<RejectBudget> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+pub struct RejectBudget {
+    pub window_start_ns: u64,
+    pub used: u64,
+}
