@@ -17,6 +17,7 @@ mod flow;
 mod forwarding;
 mod igw;
 mod maps;
+mod nat44;
 mod parsing;
 mod routing;
 

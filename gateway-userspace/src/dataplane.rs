@@ -16,6 +16,7 @@ use aya::{
 use gateway_common::{
     Counter,
     conntrack::{ConnEntry, ConnKey, Timeouts},
+    nat::{MAX_NAT_GATEWAYS, MAX_PUBLIC_IPS, NatGatewayInfo, mapping_mode},
     maps::{
         FlowKey, FlowStats, InterfaceInfo, RouteKeyV4, RouteKeyV6, RouteTarget, SubnetInfo,
         XDP_PROGRAM, names, role, target,
@@ -39,6 +40,29 @@ pub struct MapPlan {
     pub elastic_ips: Vec<([u8; 4], [u8; 4])>,
     /// Connection-tracking idle timeouts.
     pub timeouts: Timeouts,
+    /// The NAT gateways' settings, by index.
+    pub nat_gateways: Vec<NatGatewayInfo>,
+    /// (public address, NAT gateway index).
+    pub nat_public_ips: Vec<([u8; 4], u32)>,
+}
+
+/// The kernel's form of a NAT gateway's settings.
+pub fn nat_gateway_info(nat: &config::NatGateway) -> NatGatewayInfo {
+    let mut info = NatGatewayInfo {
+        public_ip_count: nat.public_ips.len().min(MAX_PUBLIC_IPS) as u8,
+        mapping: match nat.mapping {
+            config::NatMappingMode::EndpointIndependent => mapping_mode::ENDPOINT_INDEPENDENT,
+            config::NatMappingMode::EndpointDependent => mapping_mode::ENDPOINT_DEPENDENT,
+        },
+        rst_on_idle_timeout: nat.rst_on_idle_timeout as u8,
+        port_min: nat.port_range.0,
+        port_max: nat.port_range.1,
+        ..NatGatewayInfo::default()
+    };
+    for (slot, address) in info.public_ips.iter_mut().zip(&nat.public_ips) {
+        *slot = address.octets();
+    }
+    info
 }
 
 fn nanos(duration: std::time::Duration) -> u64 {
@@ -139,6 +163,18 @@ impl MapPlan {
                         target,
                     )),
                 }
+            }
+        }
+        if config.nat_gateways.len() > MAX_NAT_GATEWAYS as usize {
+            bail!(
+                "{} NAT gateways configured; this dataplane supports {MAX_NAT_GATEWAYS}",
+                config.nat_gateways.len()
+            );
+        }
+        for (index, nat) in config.nat_gateways.iter().enumerate() {
+            plan.nat_gateways.push(nat_gateway_info(nat));
+            for address in &nat.public_ips {
+                plan.nat_public_ips.push((address.octets(), index as u32));
             }
         }
         if let Some(igw) = &config.internet_gateway {
@@ -246,6 +282,20 @@ impl Dataplane {
             let mut timeouts: Array<_, Timeouts> =
                 Array::try_from(map_mut(&mut self.ebpf, names::CONNTRACK_TIMEOUTS)?)?;
             timeouts.set(0, plan.timeouts, 0)?;
+        }
+        {
+            let mut gateways: Array<_, NatGatewayInfo> =
+                Array::try_from(map_mut(&mut self.ebpf, names::NAT_GATEWAYS)?)?;
+            for (index, info) in plan.nat_gateways.iter().enumerate() {
+                gateways.set(index as u32, *info, 0)?;
+            }
+        }
+        {
+            let mut public_ips: HashMap<_, [u8; 4], u32> =
+                HashMap::try_from(map_mut(&mut self.ebpf, names::NAT_PUBLIC_IPS)?)?;
+            for (address, index) in &plan.nat_public_ips {
+                public_ips.insert(address, index, 0)?;
+            }
         }
         {
             let mut by_public: HashMap<_, [u8; 4], [u8; 4]> =
