@@ -11,6 +11,7 @@
 //! Keys and entries are built in a per-CPU work area ([`NatWork`]), never on the stack, and every
 //! cold step (allocation, ICMP errors, fragments, the RST) is out of line.
 
+use aya_ebpf::cty::c_void;
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, xdp_action},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_loop, bpf_xdp_adjust_tail},
@@ -27,7 +28,6 @@ use gateway_common::{
         preferred_ip_index,
     },
 };
-use aya_ebpf::cty::c_void;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
@@ -1056,24 +1056,16 @@ fn icmp_error(
     }
     // The outer address: the error goes to the private host (inbound) or leaves from the public
     // address (outbound).
-    let (src, dst, field, old, new) = if inbound {
-        (
-            packet.src,
-            work.private_addr,
-            DESTINATION,
-            packet.dst,
-            work.private_addr,
-        )
+    let rewritten = if inbound {
+        work.src = packet.src;
+        work.dst = work.private_addr;
+        rewrite_address(ctx, packet, DESTINATION, packet.dst, work.private_addr)
     } else {
-        (
-            work.public_addr,
-            packet.dst,
-            SOURCE,
-            packet.src,
-            work.public_addr,
-        )
+        work.src = work.public_addr;
+        work.dst = packet.dst;
+        rewrite_address(ctx, packet, SOURCE, packet.src, work.public_addr)
     };
-    if rewrite_address(ctx, packet, field, old, new).is_err() {
+    if rewritten.is_err() {
         return drop(Counter::DropTruncatedIpv4);
     }
     if inbound {

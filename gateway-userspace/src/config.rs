@@ -2516,8 +2516,8 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
         assert_eq!(
             fields,
             [
-                "nat_gateways[0].rst_on_idle_timeout",
                 "nat_gateways[0].mapping",
+                "nat_gateways[0].rst_on_idle_timeout",
                 "nat_gateways[0].mapping_log"
             ],
             "{found:?}"
@@ -2558,9 +2558,7 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
             )
             .is_none()
         );
-        assert!(
-            refuse_unimplemented_target(RouteTarget::InternetGateway, "igw-a", None).is_none()
-        );
+        assert!(refuse_unimplemented_target(RouteTarget::InternetGateway, "igw-a", None).is_none());
         let ids = GatewayIds {
             by_id: HashMap::from([
                 ("nat-a".to_owned(), (GatewayKind::Nat(3), 1, String::new())),

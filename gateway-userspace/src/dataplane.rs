@@ -16,11 +16,11 @@ use aya::{
 use gateway_common::{
     Counter,
     conntrack::{ConnEntry, ConnKey, Timeouts},
-    nat::{MAX_NAT_GATEWAYS, MAX_PUBLIC_IPS, NatGatewayInfo, mapping_mode},
     maps::{
         FlowKey, FlowStats, InterfaceInfo, RouteKeyV4, RouteKeyV6, RouteTarget, SubnetInfo,
         XDP_PROGRAM, names, role, target,
     },
+    nat::{MAX_NAT_GATEWAYS, MAX_PUBLIC_IPS, NatGatewayInfo, mapping_mode},
 };
 use ipnet::IpNet;
 

@@ -133,6 +133,22 @@ fn mac(bytes: [u8; 6]) -> String {
 
 impl TestGateway {
     pub fn new() -> TestGateway {
+        TestGateway::with(test_config())
+    }
+
+    /// The gateway loaded with another configuration (same interfaces and neighbours).
+    #[allow(
+        dead_code,
+        reason = "used by some of the test binaries that include this module"
+    )]
+    pub fn with_config(config_text: &str) -> TestGateway {
+        TestGateway::with(
+            Config::parse(config_text, "packet-tests.toml")
+                .unwrap_or_else(|error| panic!("the packet tests' config: {error}")),
+        )
+    }
+
+    fn with(config: Config) -> TestGateway {
         let netns = NetNs::enter();
         for command in [
             "link set lo up".to_string(),
@@ -152,6 +168,10 @@ impl TestGateway {
             "-6 route add default via 2001:db8:ffff::2 dev inet0".into(),
             format!(
                 "neigh add 10.0.1.10 lladdr {} nud permanent dev vpc0",
+                mac(INSTANCE_MAC)
+            ),
+            format!(
+                "neigh add 10.0.1.11 lladdr {} nud permanent dev vpc0",
                 mac(INSTANCE_MAC)
             ),
             format!(
@@ -177,7 +197,7 @@ impl TestGateway {
         let inet0 = ifindex_of("inet0").expect("inet0 exists in the test namespace");
         let mut dataplane = Dataplane::load()
             .unwrap_or_else(|error| panic!("loading the dataplane in {}: {error:#}", netns.name()));
-        let plan = MapPlan::new(&test_config(), ifindex_of)
+        let plan = MapPlan::new(&config, ifindex_of)
             .unwrap_or_else(|error| panic!("map plan for the test config: {error:#}"));
         dataplane
             .apply(&plan)
