@@ -888,3 +888,42 @@ fn nat_cost_report() {
         eprintln!("{name:<32} {value:>6}  (-empty: {})", value - empty_ns);
     }
 }
+
+#[test]
+fn controller_sweep_removes_both_halves_and_the_mapping() {
+    let mut gw = TestGateway::with_config(&nat_config(
+        "\"203.0.113.20\"",
+        "",
+        "[conntrack]\nudp_idle_seconds = 1\n",
+    ));
+    send(
+        &mut gw,
+        "UDP out",
+        Side::Vpc,
+        &udp_frame(FROM_INSTANCE, INSTANCE, REMOTE, 64, 5353, 53),
+        Verdict::Redirect,
+        None,
+    );
+    assert_eq!(gw.dataplane.conntrack().expect("ct").len(), 2);
+    std::thread::sleep(Duration::from_millis(2300));
+    // The reply after the timeout is refused even before the sweep.
+    send_counted(
+        &mut gw,
+        "late reply",
+        Side::Internet,
+        &udp_frame(FROM_INTERNET, REMOTE, PUBLIC, 64, 53, 5353),
+        Verdict::Drop,
+        None,
+        &[("drop_nat_unsolicited_udp", 1)],
+    );
+    let timeouts = gw.dataplane.timeouts().expect("timeouts");
+    // Far enough in the future that the mapping's grace period is over too.
+    let later = gateway::flowlog_task::monotonic_coarse_ns() + 60_000_000_000;
+    let sweep = gw
+        .dataplane
+        .sweep_conntrack(&timeouts, later)
+        .expect("sweep");
+    assert_eq!(sweep.nat_idle_timeouts, 1);
+    assert_eq!(sweep.mappings_deleted, 1);
+    assert!(gw.dataplane.conntrack().expect("ct").is_empty());
+}
