@@ -12,6 +12,7 @@
 //! cold step (allocation, ICMP errors, fragments, the RST) is out of line.
 
 use aya_ebpf::cty::c_void;
+
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, xdp_action},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_loop, bpf_xdp_adjust_tail},
