@@ -85,7 +85,7 @@ counters! {
     DropEigwUnsolicitedOther => "drop_eigw_unsolicited_other", "other protocol from the internet without a tracked flow";
     DropEigwIcmpErrorNoFlow => "drop_eigw_icmp_error_no_flow", "ICMPv6 error from the internet quoting a packet of no tracked flow";
     DropEigwFragment => "drop_eigw_fragment", "IPv6 non-first fragment from the internet to an egress-only subnet (no ports to match; see README)";
-    FlowTableFull => "flow_table_full", "flow-log accounting table full: the packet was forwarded but not logged";
+    FlowTableFull => "flow_table_full", "a flow entry could not be created (kernel out of memory): the packet was forwarded but not logged";
 
     ForwardNatOutbound => "forward_nat_outbound", "IPv4 from a private subnet through a NAT gateway, source translated to a public address and port";
     ForwardNatInbound => "forward_nat_inbound", "IPv4 reply to a NAT session, destination translated back to the private address and port";
@@ -126,6 +126,23 @@ pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's counter table is what users read: it must name every counter.
+    #[test]
+    fn readme_lists_every_counter() {
+        let readme = include_str!("../../README.md");
+        for counter in Counter::ALL {
+            assert!(
+                readme.contains(&std::format!(
+                    "| `{}` | {} |",
+                    counter.name(),
+                    counter.help()
+                )),
+                "README.md's counter table lacks `{}` (or its text differs from counters.rs)",
+                counter.name()
+            );
+        }
+    }
 
     #[test]
     fn indices_follow_declaration_order_and_names_are_unique() {

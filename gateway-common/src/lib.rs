@@ -6,6 +6,9 @@
 //! time. The `user` feature adds `aya::Pod` impls for the controller.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod checksum;
 pub mod conntrack;
 pub mod counters;

@@ -163,6 +163,65 @@ pub fn outbound(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32, subnet_inde
     forwarding::ipv6(ctx, packet, ingress)
 }
 
+/// Refreshes a live entry with an outbound packet.
+#[inline(always)]
+fn refresh_outbound(entry: *mut ConnEntry, protocol: u8, tcp_flags: u8, bytes: u16, now: u64) {
+    // SAFETY: live map value.
+    unsafe {
+        if protocol == IPPROTO_TCP {
+            let (next, fins) =
+                ct::tcp_transition((*entry).state, (*entry).fin_seen, tcp_flags, true);
+            (*entry).state = next;
+            (*entry).fin_seen = fins;
+        }
+        (*entry).last_seen_ns = now;
+        conntrack::add_packet(
+            &raw mut (*entry).packets_out,
+            &raw mut (*entry).bytes_out,
+            bytes,
+        );
+    }
+}
+
+/// The fast path's share of the egress-only gateway: for a TCP or UDP packet right behind the
+/// IPv6 header, refresh its live entry (outbound) or check and refresh it (a reply). `false`:
+/// the slow path must decide (a new flow, an unsolicited packet, anything unusual), and nothing
+/// was changed.
+#[inline(never)]
+pub fn fast_track(packet: &Ipv6Packet, outbound: bool, now: u64) -> bool {
+    if packet.next_header != IPPROTO_TCP && packet.next_header != IPPROTO_UDP {
+        return false;
+    }
+    let transport = Transport {
+        protocol: packet.next_header,
+        src_port: packet.src_port,
+        dst_port: packet.dst_port,
+        tcp_flags: packet.tcp_flags,
+        later_fragment: false,
+        icmp_type: 0,
+    };
+    if outbound {
+        let flow_key = key(packet.src, packet.dst, &transport, true);
+        match conntrack::lookup_live(&flow_key, now) {
+            Some(entry) => {
+                refresh_outbound(
+                    entry,
+                    flow_key.protocol,
+                    transport.tcp_flags,
+                    packet.total_length,
+                    now,
+                );
+                true
+            }
+            None => false,
+        }
+    } else {
+        let flow_key = key(packet.dst, packet.src, &transport, false);
+        // Refuses (changing nothing) exactly where the slow path would drop.
+        track_inbound(&flow_key, &transport, packet.total_length, now).is_none()
+    }
+}
+
 /// Creates or refreshes the state of an outbound packet's flow; `Some(reason)` to drop it.
 /// Out of line (returning a scalar) so its key and entry do not weigh on the caller's stack.
 #[inline(never)]
@@ -174,25 +233,7 @@ fn track_outbound(
     subnet_index: u32,
 ) -> Option<Counter> {
     if let Some(entry) = conntrack::lookup_live(flow_key, now) {
-        // SAFETY: live map value.
-        unsafe {
-            if flow_key.protocol == IPPROTO_TCP {
-                let (next, fins) = ct::tcp_transition(
-                    (*entry).state,
-                    (*entry).fin_seen,
-                    transport.tcp_flags,
-                    true,
-                );
-                (*entry).state = next;
-                (*entry).fin_seen = fins;
-            }
-            (*entry).last_seen_ns = now;
-            conntrack::add_packet(
-                &raw mut (*entry).packets_out,
-                &raw mut (*entry).bytes_out,
-                bytes,
-            );
-        }
+        refresh_outbound(entry, flow_key.protocol, transport.tcp_flags, bytes, now);
         return None;
     }
     let initial = if flow_key.protocol == IPPROTO_TCP {
@@ -227,11 +268,10 @@ fn track_outbound(
                     (*existing).last_seen_ns = now;
                     (*existing).state = initial;
                     (*existing).fin_seen = 0;
-                    conntrack::add_packet(
-                        &raw mut (*existing).packets_out,
-                        &raw mut (*existing).bytes_out,
-                        bytes,
-                    );
+                    (*existing).packets_out = 1;
+                    (*existing).bytes_out = bytes as u64;
+                    (*existing).packets_in = 0;
+                    (*existing).bytes_in = 0;
                 }
             }
             count(Counter::ConntrackCreated);
@@ -373,8 +413,25 @@ fn quoted_flow_is_tracked(ctx: &XdpContext, packet: &Ipv6Packet, now: u64) -> bo
     if head.quoted.src_addr != packet.dst {
         return false;
     }
-    let protocol = head.quoted.next_hdr;
-    let quoted = head.quoted_transport;
+    let mut protocol = head.quoted.next_hdr;
+    let mut quoted = head.quoted_transport;
+    if !matches!(protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6) {
+        // The quoted packet carried extension headers (Destination Options, a Fragment header
+        // when the instance fragmented it, ...): its ports are behind them. A later fragment
+        // quotes no ports, so it cannot be matched.
+        let Ok(upper) = ipv6_upper_layer(ctx, packet.l3 + Ipv6Hdr::LEN + 8) else {
+            return false;
+        };
+        if upper.later_fragment {
+            return false;
+        }
+        let Some(behind) = ptr_at::<[u8; 8]>(ctx, upper.l4) else {
+            return false;
+        };
+        protocol = upper.protocol;
+        // SAFETY: bounds-checked above.
+        quoted = unsafe { *behind };
+    }
     let mut transport = Transport {
         protocol,
         src_port: u16::from_be_bytes([quoted[0], quoted[1]]),

@@ -3,8 +3,10 @@
 //! addresses and the next hop. Later packets of the flow are rewritten and redirected from the
 //! entry alone, skipping the route-table and FIB lookups that dominate the per-packet cost.
 //!
-//! Only stateless decisions are cached (internet gateway and local routes): the egress-only and
-//! NAT gateways must see every packet in their connection tracking. A cached next hop is used
+//! Stateless decisions (internet gateway and local routes) are taken from the entry alone. For
+//! the egress-only gateway the entry saves the route and FIB lookups, but every TCP/UDP packet
+//! still refreshes (outbound) or must match (replies) its connection-tracking entry; anything
+//! else goes through the slow path. NAT flows are never cached. A cached next hop is used
 //! for at most `NEXT_HOP_CACHE_NS`, so neighbour and route changes take effect within a second,
 //! and only for packets no longer than one the FIB already accepted (its MTU check). Everything
 //! else, and anything unusual about a packet (TTL about to expire, ICMP errors, VLAN tags), takes
@@ -22,7 +24,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use crate::{
     checksum,
     counters::{count, drop},
-    flow,
+    eigw, flow,
     igw::{DESTINATION, SOURCE, rewrite_address},
     maps::{FLOWS, REDIRECT_DEVICES},
     parsing::{Ipv4Packet, Ipv6Packet, ptr_at},
@@ -39,8 +41,9 @@ fn usable(stats: &FlowStats, length: u16, now: u64) -> bool {
         && stats.next_hop_checked_ns != 0
         && now.wrapping_sub(stats.next_hop_checked_ns) < NEXT_HOP_CACHE_NS
         && length <= stats.next_hop_max_length
-        && (stats.route_target == target::INTERNET_GATEWAY || stats.route_target == target::LOCAL)
-        && REDIRECT_DEVICES.get(stats.next_hop_ifindex).is_some()
+        && (stats.route_target == target::INTERNET_GATEWAY
+            || stats.route_target == target::LOCAL
+            || stats.route_target == target::EGRESS_ONLY_INTERNET_GATEWAY)
 }
 
 /// The forwarding counter of a cached decision.
@@ -48,6 +51,10 @@ fn usable(stats: &FlowStats, length: u16, now: u64) -> bool {
 fn forward_counter(stats: &FlowStats, ipv6: bool) -> Counter {
     match (stats.route_target, stats.direction, ipv6) {
         (target::LOCAL, _, _) => Counter::ForwardLocal,
+        (target::EGRESS_ONLY_INTERNET_GATEWAY, direction::INGRESS, _) => {
+            Counter::ForwardEigwInbound
+        }
+        (target::EGRESS_ONLY_INTERNET_GATEWAY, _, _) => Counter::ForwardEigwOutbound,
         (_, direction::INGRESS, false) => Counter::ForwardIgwInboundIpv4,
         (_, _, false) => Counter::ForwardIgwOutboundIpv4,
         (_, direction::INGRESS, true) => Counter::ForwardIgwInboundIpv6,
@@ -56,7 +63,8 @@ fn forward_counter(stats: &FlowStats, ipv6: bool) -> Counter {
 }
 
 /// Sends the (already rewritten) packet to the cached next hop. From here on the packet is
-/// changed, so a failure is a drop, never a second trip through the slow path.
+/// changed, so a failure is a drop, never a second trip through the slow path. (The slow path
+/// only caches a next hop it found in the device map, which does not change while it runs.)
 #[inline(always)]
 fn redirect(ctx: &XdpContext, stats: &FlowStats) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
@@ -140,6 +148,11 @@ pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32) -> u32 {
     // SAFETY: helper without side effects.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if !usable(stats, packet.total_length, now) {
+        return NOT_HANDLED;
+    }
+    if stats.route_target == target::EGRESS_ONLY_INTERNET_GATEWAY
+        && !eigw::fast_track(packet, stats.direction != direction::INGRESS, now)
+    {
         return NOT_HANDLED;
     }
     // Hop limit is byte 7 of the IPv6 header; IPv6 has no header checksum.

@@ -221,7 +221,7 @@ fn account(
         handling,
     );
     // By reference: by value the 112-byte entry would be copied onto the stack.
-    #[allow(clippy::needless_borrows_for_generic_args, reason = "stack size")]
+    #[expect(clippy::needless_borrows_for_generic_args, reason = "stack size")]
     let inserted = new_entry && FLOWS.insert(key, &*slot, 0).is_err();
     if inserted {
         count(Counter::FlowTableFull);

@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod checksum;
 mod conntrack;
 mod counters;
@@ -17,7 +18,7 @@ mod flow;
 mod forwarding;
 mod igw;
 mod maps;
-#[allow(
+#[expect(
     clippy::needless_borrows_for_generic_args,
     reason = "map keys and values are passed by reference to the per-CPU work area: by value they would be copied onto the 512-byte stack"
 )]
@@ -37,36 +38,37 @@ use crate::{
 pub fn gateway(ctx: XdpContext) -> u32 {
     count(Counter::RxPackets);
     let ingress = ctx.ingress_ifindex() as u32;
-    // SAFETY: plain-data value, read once.
-    let Some(interface) = (unsafe { INTERFACES.get(ingress) }) else {
-        // Attached but not configured (e.g. during a reload): leave it to the kernel.
-        return pass(Counter::PassNotOurs);
-    };
-    let facing_internet = interface.role == role::INTERNET;
     let link = match parsing::parse_link(&ctx) {
         Ok(link) => link,
         Err(reason) => return counters::drop(reason),
     };
     match link.ether_type {
-        parsing::ETH_P_IPV4 => ipv4(&ctx, link.l3, link.vlan_tagged, ingress, facing_internet),
-        parsing::ETH_P_IPV6 => ipv6(&ctx, link.l3, link.vlan_tagged, ingress, facing_internet),
+        parsing::ETH_P_IPV4 => ipv4(&ctx, link.l3, link.vlan_tagged, ingress),
+        parsing::ETH_P_IPV6 => ipv6(&ctx, link.l3, link.vlan_tagged, ingress),
         _ => pass(Counter::PassNotIp),
     }
 }
 
+/// Whether the interface faces the internet; `None` if it is not configured (attached during a
+/// reload, say), when its traffic is left to the kernel. Looked up only on the slow path: the
+/// fast path's flow entries exist only for configured interfaces.
+#[inline(always)]
+fn facing_internet(ingress: u32) -> Option<bool> {
+    // SAFETY: plain-data value, read once.
+    let interface = unsafe { INTERFACES.get(ingress) }?;
+    Some(interface.role == role::INTERNET)
+}
+
 /// The IPv4 path, out of line so each family's stack is its own.
 #[inline(never)]
-fn ipv4(
-    ctx: &XdpContext,
-    l3: usize,
-    vlan_tagged: bool,
-    ingress: u32,
-    facing_internet: bool,
-) -> u32 {
+fn ipv4(ctx: &XdpContext, l3: usize, vlan_tagged: bool, ingress: u32) -> u32 {
     let mut packet = parsing::Ipv4Packet::default();
     match parsing::parse_ipv4(ctx, l3, vlan_tagged, &mut packet) {
         Ok(parsing::Parsed::Packet) => match fastpath::ipv4(ctx, &packet, ingress) {
-            fastpath::NOT_HANDLED => routing::ipv4(ctx, &packet, ingress, facing_internet),
+            fastpath::NOT_HANDLED => match facing_internet(ingress) {
+                Some(facing) => routing::ipv4(ctx, &packet, ingress, facing),
+                None => pass(Counter::PassNotOurs),
+            },
             verdict => verdict,
         },
         Ok(parsing::Parsed::Pass(reason)) => pass(reason),
@@ -76,17 +78,14 @@ fn ipv4(
 
 /// The IPv6 path, out of line so each family's stack is its own.
 #[inline(never)]
-fn ipv6(
-    ctx: &XdpContext,
-    l3: usize,
-    vlan_tagged: bool,
-    ingress: u32,
-    facing_internet: bool,
-) -> u32 {
+fn ipv6(ctx: &XdpContext, l3: usize, vlan_tagged: bool, ingress: u32) -> u32 {
     let mut packet = parsing::Ipv6Packet::default();
     match parsing::parse_ipv6(ctx, l3, vlan_tagged, &mut packet) {
         Ok(parsing::Parsed::Packet) => match fastpath::ipv6(ctx, &packet, ingress) {
-            fastpath::NOT_HANDLED => routing::ipv6(ctx, &packet, ingress, facing_internet),
+            fastpath::NOT_HANDLED => match facing_internet(ingress) {
+                Some(facing) => routing::ipv6(ctx, &packet, ingress, facing),
+                None => pass(Counter::PassNotOurs),
+            },
             verdict => verdict,
         },
         Ok(parsing::Parsed::Pass(reason)) => pass(reason),

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use gateway_common::{
     conntrack::{ConnEntry, ConnKey, Timeouts},
@@ -51,9 +51,13 @@ pub static ELASTIC_IP_BY_PRIVATE: HashMap<[u8; 4], [u8; 4]> =
 pub static ELASTIC_IP_BY_PUBLIC: HashMap<[u8; 4], [u8; 4]> =
     HashMap::with_max_entries(MAX_ELASTIC_IPS, 0);
 
-/// Per-flow packet and byte counts for flow logs (swept by the controller).
+/// Per-flow packet and byte counts for flow logs and the fast path's cached decisions (swept by
+/// the controller). LRU, unlike connection tracking: it holds statistics and a cache, not state,
+/// so a flood of new flows (a scan) evicts the least recently used entries instead of filling
+/// the table; an evicted flow only loses its not-yet-logged counts and its cached next hop.
 #[map(name = "FLOWS")]
-pub static FLOWS: PerCpuHashMap<FlowKey, FlowStats> = PerCpuHashMap::with_max_entries(MAX_FLOWS, 0);
+pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> =
+    LruPerCpuHashMap::with_max_entries(MAX_FLOWS, 0);
 
 /// One per-CPU slot where a new flow entry is assembled before insertion.
 #[map(name = "FLOW_SCRATCH")]

@@ -66,7 +66,6 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Print the dataplane's counters from a running gateway.
     /// List the live tracked flows of a running gateway (egress-only internet gateway; later
     /// the NAT gateway): protocol, inside and remote endpoints, state, age, idle time, packets
     /// and bytes each way.
@@ -81,6 +80,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the dataplane's counters from a running gateway.
     Stats {
         /// The running gateway's control socket ([controller] socket in its config).
         #[arg(long, default_value = gateway::config::DEFAULT_CONTROLLER_SOCKET)]

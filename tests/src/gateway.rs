@@ -21,7 +21,8 @@ use crate::{
 /// The directory that the example config puts its files in; [`write_gateway_config`] moves
 /// everything under it into a private directory.
 pub const DEMO_DIR: &str = "/tmp/gateway-demo/";
-/// The flow log of the example config.
+/// The flow log of the internet-gateway example config (`examples/igw-demo.toml`); the others
+/// keep theirs under [`DEMO_DIR`] too.
 pub const DEMO_FLOW_LOG: &str = "/tmp/gateway-demo/flow.log";
 /// Where the controller listens when the config does not say.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/gateway/gateway.sock";
@@ -51,7 +52,8 @@ pub struct GatewayConfigFiles {
 
 /// Writes `example` into `dir/gateway.toml` with every path under [`DEMO_DIR`] (the flow log)
 /// moved into `dir`, and `[controller] socket` set to `dir/gateway.sock`, so that parallel tests
-/// never share a file.
+/// never share a file. The example must write its flow log (`[flow_logs] path`) under
+/// [`DEMO_DIR`].
 pub fn write_gateway_config(example: &Path, dir: &Path) -> anyhow::Result<GatewayConfigFiles> {
     let text = fs::read_to_string(example)
         .with_context(|| format!("reading the example config {}", example.display()))?;
@@ -59,10 +61,19 @@ pub fn write_gateway_config(example: &Path, dir: &Path) -> anyhow::Result<Gatewa
         .parse()
         .with_context(|| format!("parsing {}", example.display()))?;
 
-    let mut flow_log = None;
-    reroot_paths(&mut table, dir, &mut flow_log);
-    let flow_log = flow_log
-        .with_context(|| format!("{} has no flow log at {DEMO_FLOW_LOG}", example.display()))?;
+    reroot_paths(&mut table, dir);
+    let flow_log = table
+        .get("flow_logs")
+        .and_then(|logs| logs.get("path"))
+        .and_then(|path| path.as_str())
+        .map(PathBuf::from)
+        .filter(|path| path.starts_with(dir))
+        .with_context(|| {
+            format!(
+                "{} has no [flow_logs] path under {DEMO_DIR}",
+                example.display()
+            )
+        })?;
 
     let socket = dir.join("gateway.sock");
     let controller = table
@@ -87,33 +98,29 @@ pub fn write_gateway_config(example: &Path, dir: &Path) -> anyhow::Result<Gatewa
     })
 }
 
-fn reroot_paths(table: &mut toml::Table, dir: &Path, flow_log: &mut Option<PathBuf>) {
-    fn visit(value: &mut toml::Value, dir: &Path, flow_log: &mut Option<PathBuf>) {
+fn reroot_paths(table: &mut toml::Table, dir: &Path) {
+    fn visit(value: &mut toml::Value, dir: &Path) {
         match value {
             toml::Value::String(s) => {
                 if let Some(rest) = s.strip_prefix(DEMO_DIR) {
-                    let moved = dir.join(rest);
-                    if s == DEMO_FLOW_LOG {
-                        *flow_log = Some(moved.clone());
-                    }
-                    *s = moved.to_string_lossy().into_owned();
+                    *s = dir.join(rest).to_string_lossy().into_owned();
                 }
             }
             toml::Value::Array(items) => {
                 for item in items {
-                    visit(item, dir, flow_log);
+                    visit(item, dir);
                 }
             }
             toml::Value::Table(table) => {
                 for (_, item) in table.iter_mut() {
-                    visit(item, dir, flow_log);
+                    visit(item, dir);
                 }
             }
             _ => {}
         }
     }
     for (_, value) in table.iter_mut() {
-        visit(value, dir, flow_log);
+        visit(value, dir);
     }
 }
 

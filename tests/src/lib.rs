@@ -28,5 +28,5 @@ pub mod util;
 pub use capture::{Capture, Packet};
 pub use gateway::{GatewayConfigFiles, GatewayProcess, gateway_binary, write_gateway_config};
 pub use netns::Netns;
-pub use topology::{IgwTopology, addr, example_config_path, ifname};
+pub use topology::{IgwTopology, addr, example_config_path, example_path, ifname};
 pub use util::TempDir;

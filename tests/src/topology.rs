@@ -109,7 +109,16 @@ impl IgwTopology {
 
     /// The common case: write the config into [`IgwTopology::dir`] and start the gateway with it.
     pub fn start_default_gateway(&self) -> anyhow::Result<(GatewayConfigFiles, GatewayProcess)> {
-        let files = self.write_config(self.dir())?;
+        self.start_example_gateway(&example_config_path())
+    }
+
+    /// Like [`IgwTopology::start_default_gateway`] with another example config (e.g.
+    /// [`example_path`]`("egress-only.toml")`), rewritten into [`IgwTopology::dir`].
+    pub fn start_example_gateway(
+        &self,
+        example: &Path,
+    ) -> anyhow::Result<(GatewayConfigFiles, GatewayProcess)> {
+        let files = write_gateway_config(example, self.dir())?;
         let gateway = self.start_gateway(&files.config)?;
         Ok((files, gateway))
     }
@@ -246,11 +255,17 @@ impl IgwTopology {
 /// `examples/igw-demo.toml` in the source tree (found from this crate, not from the working
 /// directory, so tests and xtask agree).
 pub fn example_config_path() -> PathBuf {
+    example_path("igw-demo.toml")
+}
+
+/// `examples/<name>` in the source tree; every example there fits this topology.
+pub fn example_path(name: &str) -> PathBuf {
     let tests_crate = Path::new(env!("CARGO_MANIFEST_DIR"));
     tests_crate
         .parent()
         .unwrap_or(tests_crate)
-        .join("examples/igw-demo.toml")
+        .join("examples")
+        .join(name)
 }
 
 fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) -> anyhow::Result<()> {

@@ -7,7 +7,10 @@
 //!
 //! Run as root: `cargo test -p gateway-tests --test nat44_packet_tests`.
 
-#[allow(dead_code, reason = "helpers shared with packet_tests.rs")]
+#[expect(
+    dead_code,
+    reason = "helpers shared with packet_tests.rs; this binary uses part of them"
+)]
 mod packet;
 
 use std::time::Duration;
@@ -20,7 +23,7 @@ use etherparse::{
 use crate::packet::{
     empty::EmptyXdp,
     frames::*,
-    gateway::{Side, TestGateway, Verdict, counter_delta, xdp_md},
+    gateway::{Side, TestGateway, Verdict, counter_delta, parse_config, xdp_md},
 };
 
 /// The NAT gateway's public addresses.
@@ -67,8 +70,13 @@ public_ips = [{public_ips}]
     )
 }
 
+/// The gateway loaded with a NAT test configuration.
+fn nat_gateway(config_text: &str) -> TestGateway {
+    TestGateway::with_config(&parse_config(config_text), &[])
+}
+
 fn default_gateway() -> TestGateway {
-    TestGateway::with_config(&nat_config("\"203.0.113.20\"", "", ""))
+    nat_gateway(&nat_config("\"203.0.113.20\"", "", ""))
 }
 
 const TO_HOST: Link = TO_INSTANCE;
@@ -161,7 +169,6 @@ fn send(
 }
 
 /// Sends and checks which counters moved by how much (only the listed ones are checked).
-#[allow(clippy::too_many_arguments)]
 fn send_counted(
     gateway: &mut TestGateway,
     what: &str,
@@ -399,7 +406,7 @@ fn endpoint_independent_mapping_and_hairpin() {
 
 #[test]
 fn tiny_port_range_collision_second_choice_and_exhaustion() {
-    let mut gw = TestGateway::with_config(&nat_config(
+    let mut gw = nat_gateway(&nat_config(
         "\"203.0.113.20\"",
         "port_range = \"5000-5001\"",
         "",
@@ -455,7 +462,7 @@ fn tiny_port_range_collision_second_choice_and_exhaustion() {
 
 #[test]
 fn second_public_ip_is_used_before_failing() {
-    let mut gw = TestGateway::with_config(&nat_config(
+    let mut gw = nat_gateway(&nat_config(
         "\"203.0.113.20\", \"203.0.113.21\"",
         "port_range = \"5000-5000\"",
         "",
@@ -493,7 +500,7 @@ fn second_public_ip_is_used_before_failing() {
 
 #[test]
 fn endpoint_dependent_mapping_reuses_ports_per_destination() {
-    let mut gw = TestGateway::with_config(&nat_config(
+    let mut gw = nat_gateway(&nat_config(
         "\"203.0.113.20\"",
         "port_range = \"5000-5000\"\nmapping = \"endpoint-dependent\"",
         "",
@@ -786,7 +793,7 @@ fn fragments_follow_the_first_and_out_of_order_ones_are_dropped() {
 
 #[test]
 fn rst_on_idle_timeout() {
-    let mut gw = TestGateway::with_config(&nat_config(
+    let mut gw = nat_gateway(&nat_config(
         "\"203.0.113.20\"",
         "rst_on_idle_timeout = true",
         "[conntrack]\ntcp_transitory_idle_seconds = 1\n",
@@ -891,7 +898,7 @@ fn nat_cost_report() {
 
 #[test]
 fn controller_sweep_removes_both_halves_and_the_mapping() {
-    let mut gw = TestGateway::with_config(&nat_config(
+    let mut gw = nat_gateway(&nat_config(
         "\"203.0.113.20\"",
         "",
         "[conntrack]\nudp_idle_seconds = 1\n",

@@ -1,4 +1,5 @@
-//! `cargo xtask demo`: the internet gateway between four network namespaces, with real traffic.
+//! `cargo xtask demo`: the internet gateway, then the egress-only internet gateway, between four
+//! network namespaces, with real traffic.
 //!
 //! The verdict is based on what the internet host observed (the peer address its socat server
 //! reports, and a tcpdump capture on its interface) and on the flow log, never on what the
@@ -20,7 +21,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use gateway_tests::{
-    Capture, GatewayProcess, IgwTopology, Netns, addr, capture, example_config_path, flowlog,
+    Capture, GatewayProcess, IgwTopology, Netns, addr, capture, example_config_path, example_path,
+    flowlog,
     gateway::{DEMO_FLOW_LOG, control_socket_of},
     traffic,
     util::wait_until,
@@ -41,6 +43,9 @@ to the gateway and has no route to 10.0.0.0/16: a private address only gets out 
 /// TCP ports of the demo's socat servers.
 const OUTBOUND_PORT: u16 = 7000;
 const INBOUND_PORT: u16 = 7001;
+const EGRESS_ONLY_INBOUND_PORT: u16 = 7002;
+/// examples/egress-only.toml's flow log.
+const EGRESS_ONLY_FLOW_LOG: &str = "/tmp/gateway-demo/egress-only-flow.log";
 
 pub fn demo() -> anyhow::Result<()> {
     setup::setup()?;
@@ -59,7 +64,9 @@ pub fn demo() -> anyhow::Result<()> {
         bail!("interrupted; the namespaces have been removed");
     }
     if result.is_ok() {
-        println!("\nnamespaces removed; the flow log stays in {DEMO_FLOW_LOG}");
+        println!(
+            "\nnamespaces removed; the flow logs stay in {DEMO_FLOW_LOG} and {EGRESS_ONLY_FLOW_LOG}"
+        );
     }
     result
 }
@@ -200,17 +207,138 @@ fn run(bin: &Path, interrupted: &AtomicBool) -> anyhow::Result<()> {
     }
 
     heading("verdict");
-    let failures = verdict(
+    let mut failures = verdict(
         &observations,
         &seen_by_internet,
         &seen_by_instance,
         &records,
     );
+    failures += egress_only(&topology, bin, interrupted)?;
     drop(topology);
     if failures > 0 {
-        bail!("{failures} expectation(s) not met (see the verdict above)");
+        bail!("{failures} expectation(s) not met (see the verdicts above)");
     }
     Ok(())
+}
+
+/// The second half of the experiment: the same instance with IPv6 routed through an egress-only
+/// internet gateway (examples/egress-only.toml). Its flows go out with its own address; the
+/// internet cannot open one towards it. Returns how many expectations were not met.
+fn egress_only(
+    topology: &IgwTopology,
+    bin: &Path,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<usize> {
+    heading("egress-only internet gateway: IPv6 of the same subnet routed to eigw-demo");
+    let config = example_path("egress-only.toml");
+    let flow_log = Path::new(EGRESS_ONLY_FLOW_LOG);
+    if flow_log.exists() {
+        fs::remove_file(flow_log)
+            .with_context(|| format!("removing old {EGRESS_ONLY_FLOW_LOG}"))?;
+    }
+    println!(
+        "  ip netns exec {} {} run --config {}",
+        topology.gateway.name(),
+        bin.display(),
+        config.display()
+    );
+    let gateway = GatewayProcess::start_echoing(&topology.gateway, bin, &config)?;
+    check(interrupted)?;
+
+    let inside_capture = Capture::start(
+        &topology.instance,
+        "eth0",
+        &format!("ip6 and tcp and dst port {EGRESS_ONLY_INBOUND_PORT}"),
+    )?;
+    start_socat_server(
+        &topology.instance,
+        &format!(
+            "TCP6-LISTEN:{EGRESS_ONLY_INBOUND_PORT},bind=[2001:db8:1000:1::10],ipv6only=1,reuseaddr,fork"
+        ),
+        "read line; echo \"$SOCAT_PEERADDR\"",
+        EGRESS_ONLY_INBOUND_PORT,
+    )?;
+    let pinged = traffic::ping(&topology.instance, addr::INTERNET_V6.into(), 3);
+    println!(
+        "  ping instance -> 2001:db8:eeee::10: {}",
+        if pinged { "replies" } else { "NO REPLY" }
+    );
+    let outbound = socat_client(
+        &topology.instance,
+        &format!("TCP6:[2001:db8:eeee::10]:{OUTBOUND_PORT}"),
+        "instance -> 2001:db8:eeee::10 (TCP)",
+    );
+    check(interrupted)?;
+    let inbound = socat_client(
+        &topology.internet,
+        &format!("TCP6:[2001:db8:1000:1::10]:{EGRESS_ONLY_INBOUND_PORT},connect-timeout=3"),
+        "internet host -> 2001:db8:1000:1::10 (TCP, unsolicited)",
+    );
+    if inbound.is_none() {
+        println!("  (that failure is the point: nothing unsolicited gets in)");
+    }
+    check(interrupted)?;
+    let reached_inside = capture::sources(&inside_capture.stop()?);
+    println!(
+        "  tcpdump on the instance (port {EGRESS_ONLY_INBOUND_PORT}): packets from {reached_inside:?}"
+    );
+    println!("  waiting 2.5 s for the 1 s aggregation interval to flush");
+    thread::sleep(Duration::from_millis(2500));
+    check(interrupted)?;
+    gateway.stop()?;
+    let records = flowlog::read_lines(flow_log).unwrap_or_default();
+    for line in &records {
+        println!("  {line}");
+    }
+
+    let mut failures = 0;
+    let mut say = |ok: bool, text: String| {
+        println!("  {} {text}", if ok { "PASS" } else { "FAIL" });
+        if !ok {
+            failures += 1;
+        }
+    };
+    let inst6 = IpAddr::from(addr::INSTANCE_V6);
+    say(
+        pinged && outbound == Some(inst6),
+        match outbound {
+            Some(seen) => format!(
+                "Egress-only, out: the internet host saw {seen}{}",
+                if seen == inst6 {
+                    ", the instance's own address (not translated)"
+                } else {
+                    ", expected the instance's own address"
+                }
+            ),
+            None => "Egress-only, out: the instance could not reach the internet host".to_owned(),
+        },
+    );
+    say(
+        inbound.is_none() && reached_inside.is_empty(),
+        if inbound.is_none() && reached_inside.is_empty() {
+            "Egress-only, in: the internet host's connection attempt got no answer and not one \
+             of its packets reached the instance"
+                .to_owned()
+        } else {
+            format!(
+                "Egress-only, in: an unsolicited connection got through (answer {inbound:?}, \
+                 packets inside from {reached_inside:?})"
+            )
+        },
+    );
+    let parsed: Vec<flowlog::FlowRecord> = records
+        .iter()
+        .filter_map(|line| flowlog::FlowRecord::parse(line).ok())
+        .collect();
+    let rejected = parsed
+        .iter()
+        .filter(|record| record.action == "REJECT" && record.dstaddr == inst6)
+        .count();
+    say(
+        rejected > 0,
+        format!("Flow log: {rejected} REJECT record(s) for traffic from the internet to {inst6}"),
+    );
+    Ok(failures)
 }
 
 /// The peer address each socat server reported (None when the exchange failed).

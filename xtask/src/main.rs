@@ -3,9 +3,12 @@
 //! - `setup`: install what building and testing need (Debian packages, nightly rust-src, the LLVM
 //!   that bpf-linker links against, bpf-linker). Idempotent and quick when done.
 //! - `build`: setup, then the release `gateway` binary (its build.rs compiles the XDP programs).
-//! - `test`: setup, fmt, clippy (host and BPF target), build, every test of the workspace.
+//! - `test`: setup, fmt, clippy (host, BPF target, bench driver), build, every test of the
+//!   workspace, and a quick benchmark smoke run.
 //! - `demo`: the internet gateway between four namespaces, with real traffic and a verdict.
+//! - `bench`: packet rates of the gateway against the kernel and XDP baselines (issue 5).
 
+mod bench;
 mod cmd;
 mod demo;
 mod setup;
@@ -39,6 +42,8 @@ enum Command {
     },
     /// Run the internet gateway between network namespaces with real traffic (needs root).
     Demo,
+    /// Run the benchmarks (needs root); `--quick` for a smoke run.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +70,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Test { test_args } => test(&test_args),
         Command::Demo => demo::demo(),
+        Command::Bench(args) => bench::run(args),
     }
 }
 
@@ -84,7 +90,7 @@ fn test(test_args: &[String]) -> anyhow::Result<()> {
         test_cmd.push("--");
         test_cmd.extend(test_args.iter().map(String::as_str));
     }
-    let steps: [(&str, &dyn Fn() -> anyhow::Result<()>); 5] = [
+    let steps: [(&str, &dyn Fn() -> anyhow::Result<()>); 7] = [
         ("fmt", &|| cmd::cargo(&["fmt", "--all", "--", "--check"])),
         // gateway-ebpf only builds for the BPF target (no_std, its own panic handler), so the
         // host-side commands leave it out and the nightly clippy below checks it.
@@ -115,10 +121,28 @@ fn test(test_args: &[String]) -> anyhow::Result<()> {
                 "warnings",
             ])
         }),
+        // The benchmark driver is behind a feature (see xtask/Cargo.toml): lint it with it on.
+        ("clippy (bench driver)", &|| {
+            cmd::cargo(&[
+                "clippy",
+                "-p",
+                "xtask",
+                "--all-targets",
+                "--features",
+                "bench",
+                "--",
+                "-D",
+                "warnings",
+            ])
+        }),
         // The end-to-end tests start this binary; cargo only builds the binaries of the package
         // under test, and it lives in another package.
         ("build gateway", &|| cmd::build_gateway(false).map(drop)),
         ("test", &|| cmd::cargo(&test_cmd)),
+        // Proves the benchmark harness still runs end to end; it judges no speed.
+        ("bench --quick", &|| {
+            cmd::cargo(&["xtask", "bench", "--quick"])
+        }),
     ];
     let mut failed = Vec::new();
     for (name, step) in steps {

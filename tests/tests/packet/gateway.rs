@@ -110,7 +110,12 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
 "#;
 
 pub fn test_config() -> Config {
-    Config::parse(TEST_CONFIG, "packet-tests.toml")
+    parse_config(TEST_CONFIG)
+}
+
+/// Parses a packet-test configuration, panicking with every problem the parser found.
+pub fn parse_config(text: &str) -> Config {
+    Config::parse(text, "packet-tests.toml")
         .unwrap_or_else(|error| panic!("the packet tests' config: {error}"))
 }
 
@@ -132,23 +137,14 @@ fn mac(bytes: [u8; 6]) -> String {
 }
 
 impl TestGateway {
+    /// The gateway with [`TEST_CONFIG`].
     pub fn new() -> TestGateway {
-        TestGateway::with(test_config())
+        TestGateway::with_config(&test_config(), &[])
     }
 
-    /// The gateway loaded with another configuration (same interfaces and neighbours).
-    #[allow(
-        dead_code,
-        reason = "used by some of the test binaries that include this module"
-    )]
-    pub fn with_config(config_text: &str) -> TestGateway {
-        TestGateway::with(
-            Config::parse(config_text, "packet-tests.toml")
-                .unwrap_or_else(|error| panic!("the packet tests' config: {error}")),
-        )
-    }
-
-    fn with(config: Config) -> TestGateway {
+    /// The gateway with another configuration of the same two interfaces; `extra_setup` are
+    /// further `ip` commands (addresses, neighbours) that configuration needs in the namespace.
+    pub fn with_config(config: &Config, extra_setup: &[String]) -> TestGateway {
         let netns = NetNs::enter();
         for command in [
             "link set lo up".to_string(),
@@ -186,8 +182,11 @@ impl TestGateway {
                 "neigh add 2001:db8:ffff::2 lladdr {} nud permanent dev inet0",
                 mac(ROUTER_MAC)
             ),
-        ] {
-            netns.ip(&command);
+        ]
+        .iter()
+        .chain(extra_setup)
+        {
+            netns.ip(command);
         }
         netns.sysctl("net.ipv4.ip_forward=1");
         netns.sysctl("net.ipv6.conf.all.forwarding=1");
@@ -197,7 +196,7 @@ impl TestGateway {
         let inet0 = ifindex_of("inet0").expect("inet0 exists in the test namespace");
         let mut dataplane = Dataplane::load()
             .unwrap_or_else(|error| panic!("loading the dataplane in {}: {error:#}", netns.name()));
-        let plan = MapPlan::new(&config, ifindex_of)
+        let plan = MapPlan::new(config, ifindex_of)
             .unwrap_or_else(|error| panic!("map plan for the test config: {error:#}"));
         dataplane
             .apply(&plan)

@@ -1,0 +1,699 @@
+//! The benchmark bench: topology, programs, the gateway under test, and the trial loop.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use aya::programs::{TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId};
+use gateway::{
+    config::Config,
+    dataplane::{Dataplane, MapPlan, ifindex_of},
+};
+
+use super::{
+    Options,
+    frame::FrameSpec,
+    perf::{self, CpuCycles},
+    programs::{self, BenchPrograms, GeneratorConfig},
+    report::{PerfStatus, RatioRow, Throughput, VariantRun},
+    stats::{Ratio, Summary},
+    topology::{self, Topology},
+};
+
+/// Set by SIGINT/SIGTERM: loops stop and return an error, so that every guard runs and the
+/// namespaces are deleted.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Does nothing: SIGUSR1 only interrupts the generator's running BPF_PROG_RUN.
+extern "C" fn interrupt(_signal: libc::c_int) {}
+
+fn install_signal_handlers() {
+    for (signal, handler) in [
+        (libc::SIGINT, request_stop as extern "C" fn(libc::c_int)),
+        (libc::SIGTERM, request_stop),
+        (libc::SIGUSR1, interrupt),
+    ] {
+        // SAFETY: the handlers only touch an atomic (async-signal-safe); the sigaction struct is
+        // plain data. No SA_RESTART: the interrupted syscall must return.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handler as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+pub fn check_stop() -> anyhow::Result<()> {
+    if STOP.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// What the gateway namespace runs between the two veths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// The gateway's XDP program with maps filled from the benchmark config.
+    Ours,
+    /// `bench_fwd_limit`: static MAC rewrite + devmap redirect, the XDP ceiling of this hop.
+    FwdLimit,
+    /// No XDP on the gateway: the kernel's own forwarding, no rules.
+    Kernel,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Ours => "ours",
+            Variant::FwdLimit => "fwd_limit",
+            Variant::Kernel => "kernel",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Variant::Ours => "the gateway's XDP program, maps filled from the benchmark config",
+            Variant::FwdLimit => "bench_fwd_limit: static MAC rewrite and devmap redirect",
+            Variant::Kernel => "no XDP on the gateway: Linux forwarding, no rules",
+        }
+    }
+}
+
+enum Attached {
+    Nothing,
+    Ours,
+    FwdLimit(XdpLinkId),
+}
+
+struct Gateway {
+    dataplane: Dataplane,
+    plan: MapPlan,
+}
+
+struct Ifindexes {
+    generator: u32,
+    vpc: u32,
+    inet: u32,
+}
+
+/// One trial's counts.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    sent: u64,
+    delivered: u64,
+    seconds: f64,
+}
+
+impl Sample {
+    fn delivered_mpps(&self) -> f64 {
+        self.delivered as f64 / self.seconds / 1e6
+    }
+
+    fn sent_mpps(&self) -> f64 {
+        self.sent as f64 / self.seconds / 1e6
+    }
+
+    fn loss(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            1.0 - self.delivered as f64 / self.sent as f64
+        }
+    }
+}
+
+/// A throughput case: one frame stream, several variants, ratios to report.
+pub struct Case {
+    pub scenario: &'static str,
+    pub case: String,
+    pub label: String,
+    pub spec: FrameSpec,
+    pub variants: Vec<Variant>,
+    /// (numerator, denominator, target).
+    pub ratios: Vec<(Variant, Variant, Option<f64>)>,
+}
+
+/// Frames per live-frames batch: the kernel's maximum, which also sizes the generator's page
+/// pool; frames freed on the gateway's CPU are recycled only while they fit in it, and every frame
+/// that is not costs a fresh page and its initialisation.
+pub const GENERATOR_BATCH: u32 = 256;
+/// Frames per generator call: seconds' worth, so the dispatcher swap of each call is rare; the
+/// call is interrupted once the measurement window is taken.
+const GENERATOR_REPEAT: u32 = 1 << 26;
+
+pub struct Bench {
+    // Fields drop in declaration order: programs and the gateway detach before the namespaces go.
+    gateway: Option<Gateway>,
+    attached: Attached,
+    programs: BenchPrograms,
+    ifindex: Ifindexes,
+    pub generator_cpu: usize,
+    pub gateway_cpu: Option<usize>,
+    pub perf: PerfStatus,
+    pub warnings: Vec<String>,
+    pub options: Options,
+    pub topology: Topology,
+}
+
+impl Bench {
+    pub fn new(options: Options) -> anyhow::Result<Bench> {
+        install_signal_handlers();
+        super::netns::remove_stale()?;
+        let topology = Topology::create()?;
+        let resolve = |name: &'static str| {
+            move || ifindex_of(name).with_context(|| format!("no interface {name}"))
+        };
+        let ifindex = Ifindexes {
+            generator: topology.generator.enter(resolve(topology::GEN_IF))?,
+            vpc: topology.gateway.enter(resolve(topology::VPC_IF))?,
+            inet: topology.gateway.enter(resolve(topology::INET_IF))?,
+        };
+        let sink_ifindex = topology.sink.enter(resolve(topology::SINK_IF))?;
+        let mut programs = BenchPrograms::load()?;
+        // The sink's program stays attached for the whole run; it goes with its namespace.
+        topology
+            .sink
+            .enter(|| programs.attach(programs::SINK, sink_ifindex))?;
+        topology.gateway.enter(|| {
+            programs.set_fwd_limit(topology::SINK_MAC, topology::INET_MAC, ifindex.inet)
+        })?;
+
+        let mut warnings = Vec::new();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let generator_cpu = 0;
+        let gateway_cpu = if cores >= 2 {
+            match topology.isolate_gateway_rx(1) {
+                Ok(threads) if threads > 0 => Some(1),
+                Ok(_) => {
+                    warnings.push(
+                        "no NAPI thread found for the gateway's ingress veth: the generator and \
+                         the gateway share a CPU"
+                            .into(),
+                    );
+                    None
+                }
+                Err(error) => {
+                    warnings.push(format!(
+                        "threaded NAPI unavailable ({error:#}): the generator and the gateway \
+                         share a CPU"
+                    ));
+                    None
+                }
+            }
+        } else {
+            warnings.push("one CPU: the generator and the gateway share it".into());
+            None
+        };
+        let perf = match (perf::cycles_supported(), gateway_cpu) {
+            (Ok(()), Some(_)) => PerfStatus {
+                supported: true,
+                note: "perf stat -e cycles on the gateway's CPU".into(),
+            },
+            (Ok(()), None) => PerfStatus {
+                supported: false,
+                note: "the gateway has no CPU of its own to count".into(),
+            },
+            (Err(reason), _) => PerfStatus {
+                supported: false,
+                note: reason,
+            },
+        };
+        Ok(Bench {
+            gateway: None,
+            attached: Attached::Nothing,
+            programs,
+            ifindex,
+            generator_cpu,
+            gateway_cpu,
+            perf,
+            warnings,
+            options,
+            topology,
+        })
+    }
+
+    /// Loads the gateway afresh (empty flow table) with the benchmark config.
+    pub fn fresh_gateway(&mut self) -> anyhow::Result<()> {
+        self.set_variant(Variant::Kernel)?;
+        self.gateway = None;
+        let config = Config::parse(&topology::gateway_config(), "bench.toml")
+            .map_err(|error| anyhow::anyhow!("{error}"))
+            .context("the benchmark's gateway config")?;
+        let mut dataplane = Dataplane::load()?;
+        let plan = self.topology.gateway.enter(|| {
+            let plan = MapPlan::new(&config, ifindex_of)?;
+            dataplane.apply(&plan)?;
+            Ok(plan)
+        })?;
+        self.gateway = Some(Gateway { dataplane, plan });
+        Ok(())
+    }
+
+    fn gateway(&mut self) -> anyhow::Result<&mut Gateway> {
+        self.gateway
+            .as_mut()
+            .context("the gateway is not loaded (fresh_gateway first)")
+    }
+
+    /// Makes the gateway namespace run `variant`.
+    fn set_variant(&mut self, variant: Variant) -> anyhow::Result<()> {
+        let current = match self.attached {
+            Attached::Nothing => Variant::Kernel,
+            Attached::Ours => Variant::Ours,
+            Attached::FwdLimit(_) => Variant::FwdLimit,
+        };
+        if current == variant {
+            return Ok(());
+        }
+        match std::mem::replace(&mut self.attached, Attached::Nothing) {
+            Attached::Nothing => {}
+            Attached::Ours => {
+                let gateway = self
+                    .gateway
+                    .as_mut()
+                    .context("the gateway is not loaded (fresh_gateway first)")?;
+                self.topology.gateway.enter(|| gateway.dataplane.detach())?;
+            }
+            Attached::FwdLimit(link) => {
+                let programs = &mut self.programs;
+                self.topology
+                    .gateway
+                    .enter(|| programs.detach(programs::FWD_LIMIT, link))?;
+            }
+        }
+        match variant {
+            Variant::Kernel => {}
+            Variant::Ours => {
+                let gateway = self
+                    .gateway
+                    .as_mut()
+                    .context("the gateway is not loaded (fresh_gateway first)")?;
+                self.topology
+                    .gateway
+                    .enter(|| gateway.dataplane.attach(&gateway.plan, XdpMode::Driver))?;
+                self.attached = Attached::Ours;
+            }
+            Variant::FwdLimit => {
+                let (programs, vpc) = (&mut self.programs, self.ifindex.vpc);
+                let link = self
+                    .topology
+                    .gateway
+                    .enter(|| programs.attach(programs::FWD_LIMIT, vpc))?;
+                self.attached = Attached::FwdLimit(link);
+            }
+        }
+        // Attaching can restart the veth's NAPI instance; keep its thread on the gateway's CPU.
+        if let Some(cpu) = self.gateway_cpu {
+            topology::pin_napi_threads(topology::VPC_IF, cpu)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the generator on its own CPU and measures a steady-state window of `duration` while
+    /// it runs.
+    ///
+    /// Each `BPF_PROG_RUN` call swaps the program into the XDP dispatcher and out again, which
+    /// waits for RCU grace periods: tens of milliseconds on a busy VM, during which no frame
+    /// flows. So the generator makes long calls, the window is taken from the counters while one
+    /// is running, and the call is then interrupted with a signal (the kernel's test loop stops
+    /// on a pending signal).
+    fn trial(
+        &mut self,
+        variant: Variant,
+        template: &[u8],
+        duration: Duration,
+    ) -> anyhow::Result<Sample> {
+        self.set_variant(variant)?;
+        let ctx = programs::xdp_md(template.len(), self.ifindex.generator);
+        let (programs, netns, cpu) = (&self.programs, &self.topology.generator, self.generator_cpu);
+        let stop = AtomicBool::new(false);
+        let (thread_tx, thread_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            let generator = scope.spawn(|| -> anyhow::Result<()> {
+                netns.enter_this_thread()?;
+                topology::pin(0, cpu).context("pinning the generator thread")?;
+                topology::boost(0).context("raising the generator's priority")?;
+                // SAFETY: pthread_self has no preconditions.
+                let _ = thread_tx.send(unsafe { libc::pthread_self() });
+                while !stop.load(Ordering::Relaxed) {
+                    if let Err(error) =
+                        programs.generate_live(template, &ctx, GENERATOR_REPEAT, GENERATOR_BATCH)
+                    {
+                        // Interrupted on purpose (EINTR) once the window is taken.
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        return Err(error);
+                    }
+                }
+                Ok(())
+            });
+            let measured = (|| -> anyhow::Result<Sample> {
+                let thread = thread_rx
+                    .recv()
+                    .context("the generator thread ended before starting")?;
+                let window = self.window(duration, &generator);
+                stop.store(true, Ordering::Relaxed);
+                // Repeated: a signal that lands between two calls interrupts nothing.
+                while !generator.is_finished() {
+                    // SAFETY: the thread is alive (not finished, and joined only below).
+                    unsafe { libc::pthread_kill(thread, libc::SIGUSR1) };
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                window
+            })();
+            stop.store(true, Ordering::Relaxed);
+            let generated = generator
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let sample = measured?;
+            generated.context("the generator failed")?;
+            Ok(sample)
+        })
+    }
+
+    /// Waits for the generator's frames to flow, then counts what is sent and delivered over
+    /// `duration`.
+    fn window(
+        &self,
+        duration: Duration,
+        generator: &std::thread::ScopedJoinHandle<'_, anyhow::Result<()>>,
+    ) -> anyhow::Result<Sample> {
+        let started = self.programs.generated()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.programs.generated()? == started {
+            check_stop()?;
+            ensure!(!generator.is_finished(), "the generator stopped");
+            ensure!(Instant::now() < deadline, "the generator sends nothing");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Lets the rings fill and the device under test reach its steady state.
+        std::thread::sleep(Duration::from_millis(20));
+        let read = |bench: &Bench| -> anyhow::Result<(u64, u64, Instant)> {
+            let sent = bench.programs.generated()?;
+            let (delivered, _, _) = bench.programs.sink()?;
+            Ok((sent, delivered, Instant::now()))
+        };
+        let (sent0, delivered0, t0) = read(self)?;
+        let end = t0 + duration;
+        while Instant::now() < end {
+            check_stop()?;
+            ensure!(
+                !generator.is_finished(),
+                "the generator stopped during the window"
+            );
+            std::thread::sleep((end - Instant::now()).min(Duration::from_millis(50)));
+        }
+        let (sent1, delivered1, t1) = read(self)?;
+        Ok(Sample {
+            sent: sent1 - sent0,
+            delivered: delivered1 - delivered0,
+            seconds: (t1 - t0).as_secs_f64(),
+        })
+    }
+
+    fn gateway_counters(&mut self) -> anyhow::Result<BTreeMap<String, u64>> {
+        Ok(self
+            .gateway()?
+            .dataplane
+            .counters()?
+            .into_iter()
+            .map(|(counter, value)| (counter.name().to_string(), value))
+            .collect())
+    }
+
+    /// The cost of the device under test's program per packet inside a live run (BPF run-time
+    /// statistics, which slow every program down a little, so they are on only here), and the
+    /// cycles per packet of the gateway's CPU where perf counts them.
+    fn profile(
+        &mut self,
+        variant: Variant,
+        template: &[u8],
+        duration: Duration,
+    ) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+        self.set_variant(variant)?;
+        let program_totals = |bench: &mut Bench| -> anyhow::Result<Option<(Duration, u64)>> {
+            let program: &Xdp = match variant {
+                Variant::Kernel => return Ok(None),
+                Variant::Ours => bench.gateway()?.dataplane.program()?,
+                Variant::FwdLimit => bench.programs.program(programs::FWD_LIMIT)?,
+            };
+            let info = program.info().context("reading program info")?;
+            Ok(Some((info.run_time(), info.run_count())))
+        };
+        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .context("enabling BPF run-time statistics")?;
+        let before = program_totals(self)?;
+        let cycles = match (self.perf.supported, self.gateway_cpu) {
+            (true, Some(cpu)) => Some(CpuCycles::start(cpu)?),
+            _ => None,
+        };
+        let sample = self.trial(variant, template, duration)?;
+        let cycles = cycles.map(CpuCycles::stop).transpose()?;
+        let after = program_totals(self)?;
+        drop(stats);
+        let program_ns = match (before, after) {
+            (Some((time0, count0)), Some((time1, count1))) if count1 > count0 => {
+                Some((time1 - time0).as_nanos() as f64 / (count1 - count0) as f64)
+            }
+            _ => None,
+        };
+        let cycles_per_packet = cycles
+            .filter(|_| sample.delivered > 0)
+            .map(|cycles| cycles as f64 / sample.delivered as f64);
+        Ok((program_ns, cycles_per_packet))
+    }
+
+    /// Checks the generator's real output against the frames built in userspace.
+    fn self_test(&self, spec: &FrameSpec, template: &[u8]) -> anyhow::Result<()> {
+        for _ in 0..3 {
+            let out = self.programs.generate_one(template)?;
+            super::frame::verify_checksums(&out, spec.protocol)
+                .map_err(|reason| anyhow::anyhow!("generator wrote a bad {reason}"))?;
+            let index = flow_index_of(spec, &out).context("generator wrote an unknown flow")?;
+            ensure!(
+                out == spec.frame(index),
+                "the generator's frame for flow {index} differs from the one built in userspace"
+            );
+        }
+        Ok(())
+    }
+
+    /// Measures a case: warm-up, then interleaved trials (A B C A B C ...), then a profiling
+    /// trial per variant.
+    pub fn measure(&mut self, case: &Case) -> anyhow::Result<Throughput> {
+        let spec = &case.spec;
+        spec.validate()?;
+        let template = spec.frame(0);
+        self.programs
+            .set_generator(&GeneratorConfig::from_spec(spec))?;
+        self.self_test(spec, &template)
+            .with_context(|| format!("{} {}: generator self-test", case.scenario, case.case))?;
+        let trial = self.options.trial;
+        let warmup = self.options.warmup;
+        for variant in &case.variants {
+            // Fills the flow table and the caches, so the trials see established flows.
+            self.trial(*variant, &template, warmup)?;
+        }
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); case.variants.len()];
+        let mut counters: BTreeMap<String, u64> = BTreeMap::new();
+        for round in 0..self.options.trials {
+            for (slot, variant) in case.variants.iter().enumerate() {
+                let before = match variant {
+                    Variant::Ours => Some(self.gateway_counters()?),
+                    _ => None,
+                };
+                let sample = self.trial(*variant, &template, trial)?;
+                if let Some(before) = before {
+                    for (name, value) in self.gateway_counters()? {
+                        let delta = value - before.get(&name).copied().unwrap_or(0);
+                        if delta > 0 {
+                            *counters.entry(name).or_default() += delta;
+                        }
+                    }
+                }
+                eprintln!(
+                    "  {} {} flows={} {:<9} trial {}: {:6.3} Mpps delivered, {:6.3} Mpps sent",
+                    case.scenario,
+                    case.case,
+                    spec.flows,
+                    variant.name(),
+                    round + 1,
+                    sample.delivered_mpps(),
+                    sample.sent_mpps()
+                );
+                ensure!(
+                    sample.delivered > 0,
+                    "{} {} ({} flows), {}: no packet reached the sink ({} sent)",
+                    case.scenario,
+                    case.case,
+                    spec.flows,
+                    variant.name(),
+                    sample.sent
+                );
+                samples[slot].push(sample);
+            }
+        }
+        if case.variants.contains(&Variant::Ours) {
+            check_gateway_handled(&counters).with_context(|| {
+                format!("{} {} ({} flows)", case.scenario, case.case, spec.flows)
+            })?;
+        }
+        let mut variants = Vec::new();
+        for (slot, variant) in case.variants.iter().enumerate() {
+            let (program_ns, cycles) = self.profile(*variant, &template, trial)?;
+            let of = |f: fn(&Sample) -> f64| {
+                Summary::of(&samples[slot].iter().map(f).collect::<Vec<_>>()).unwrap_or_default()
+            };
+            variants.push(VariantRun {
+                name: variant.name().into(),
+                description: variant.description().into(),
+                delivered_mpps: of(Sample::delivered_mpps),
+                delivered_mpps_trials: samples[slot].iter().map(Sample::delivered_mpps).collect(),
+                sent_mpps: of(Sample::sent_mpps),
+                loss: of(Sample::loss),
+                program_ns_per_packet: program_ns,
+                cycles_per_packet: cycles,
+            });
+        }
+        let mut ratios = Vec::new();
+        for (numerator, denominator, target) in &case.ratios {
+            let trials = |wanted: &Variant| -> Vec<f64> {
+                case.variants
+                    .iter()
+                    .position(|variant| variant == wanted)
+                    .map(|slot| samples[slot].iter().map(Sample::delivered_mpps).collect())
+                    .unwrap_or_default()
+            };
+            if let Some(ratio) = Ratio::of(&trials(numerator), &trials(denominator)) {
+                ratios.push(RatioRow {
+                    numerator: numerator.name().into(),
+                    denominator: denominator.name().into(),
+                    ratio,
+                    target: *target,
+                    met: target.map(|target| ratio.of_medians >= target),
+                });
+            }
+        }
+        Ok(Throughput {
+            scenario: case.scenario.into(),
+            case: case.case.clone(),
+            label: case.label.clone(),
+            flows: spec.flows,
+            frame_len: spec.frame_len(),
+            variants,
+            ratios,
+            gateway_counters: counters,
+        })
+    }
+
+    /// Mean kernel-measured run time (ns) of `program` on `frame` arriving on `ingress` (in the
+    /// gateway namespace), checking the verdict: `calls` calls of one run each when `repeat` is
+    /// 1, else one call that runs it `repeat` times (only for paths that leave the frame as it
+    /// was: the kernel does not restore it between repeats).
+    pub fn run_cost(
+        &self,
+        program: &Xdp,
+        frame: &[u8],
+        ingress: u32,
+        verdict: u32,
+        calls: u32,
+        repeat: u32,
+    ) -> anyhow::Result<f64> {
+        let ctx = programs::xdp_md(frame.len(), ingress);
+        self.topology.gateway.enter(|| {
+            let calls = if repeat > 1 { 1 } else { calls };
+            let mut total = Duration::ZERO;
+            for _ in 0..calls {
+                let result = program.test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    ctx_in: Some(&ctx),
+                    repeat,
+                    ..TestRunOptions::default()
+                })?;
+                ensure!(
+                    result.return_value == verdict,
+                    "verdict {} instead of {verdict}",
+                    result.return_value
+                );
+                total += result.duration;
+            }
+            Ok(total.as_nanos() as f64 / f64::from(calls))
+        })
+    }
+
+    pub fn ifindex_vpc(&self) -> u32 {
+        self.ifindex.vpc
+    }
+
+    pub fn ifindex_inet(&self) -> u32 {
+        self.ifindex.inet
+    }
+
+    pub fn programs(&self) -> &BenchPrograms {
+        &self.programs
+    }
+
+    /// The loaded gateway program and the bench (for [`Bench::run_cost`]).
+    pub fn with_gateway_program<T>(
+        &mut self,
+        f: impl FnOnce(&Bench, &Xdp) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        self.set_variant(Variant::Kernel)?;
+        let mut gateway = self.gateway.take().context("the gateway is not loaded")?;
+        let result = gateway
+            .dataplane
+            .program()
+            .and_then(|program| f(self, program));
+        self.gateway = Some(gateway);
+        result
+    }
+}
+
+/// The flow index of a generated frame, from its source address and port.
+fn flow_index_of(spec: &FrameSpec, frame: &[u8]) -> Option<u32> {
+    let (src_low, port_at) = match spec.src {
+        IpAddr::V4(_) => (u32::from_be_bytes(frame.get(26..30)?.try_into().ok()?), 34),
+        IpAddr::V6(_) => (u32::from_be_bytes(frame.get(34..38)?.try_into().ok()?), 54),
+    };
+    let base_low = match spec.src {
+        IpAddr::V4(addr) => u32::from(addr),
+        IpAddr::V6(addr) => u128::from(addr) as u32,
+    };
+    let port = u16::from_be_bytes(frame.get(port_at..port_at + 2)?.try_into().ok()?);
+    let addr_index = src_low.wrapping_sub(base_low);
+    let port_index = u32::from(port.wrapping_sub(super::frame::FIRST_SOURCE_PORT));
+    let index = addr_index | (port_index << spec.addr_bits);
+    (index < spec.flows).then_some(index)
+}
+
+/// The gateway must have forwarded the packets itself: if it handed them to the kernel, the
+/// kernel forwarded them (untranslated) and the numbers would be the kernel's.
+fn check_gateway_handled(counters: &BTreeMap<String, u64>) -> anyhow::Result<()> {
+    let received = counters.get("rx_packets").copied().unwrap_or(0);
+    let handed: u64 = counters
+        .iter()
+        .filter(|(name, _)| name.starts_with("pass_"))
+        .map(|(_, value)| value)
+        .sum();
+    let dropped: u64 = counters
+        .iter()
+        .filter(|(name, _)| name.starts_with("drop_"))
+        .map(|(_, value)| value)
+        .sum();
+    ensure!(received > 0, "the gateway program saw no packet");
+    ensure!(
+        (handed + dropped) * 100 <= received,
+        "the gateway did not forward the benchmark traffic itself: {counters:?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,682 @@
+//! What a run found, and how it is written: JSON for machines, a Markdown table for people, an
+//! SVG bar chart of the packet rates.
+
+use std::{collections::BTreeMap, fmt::Write as _, fs, path::Path};
+
+use anyhow::Context as _;
+use plotters::prelude::*;
+use serde::Serialize;
+
+use super::stats::{Ratio, Summary};
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Bumped when a field changes meaning.
+    pub schema: u32,
+    /// "full" or "quick".
+    pub mode: String,
+    /// Seconds since the epoch at the start of the run.
+    pub started_unix: u64,
+    pub elapsed_seconds: f64,
+    pub machine: Machine,
+    pub method: Method,
+    pub throughput: Vec<Throughput>,
+    pub program_cost: Option<ProgramCost>,
+    pub not_measured: Vec<NotMeasured>,
+    pub perf: PerfStatus,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub kernel: String,
+    pub cpu_model: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    /// 1-minute load average at the start and at the end of the run: whatever else the machine
+    /// was running competes with the benchmark for the same CPUs.
+    pub load_average_start: f64,
+    pub load_average_end: f64,
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> f64 {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+impl Machine {
+    /// Describes this machine; `load_average_start` is the caller's reading from the start.
+    pub fn detect(load_average_start: f64) -> Machine {
+        let read = |path: &str| fs::read_to_string(path).unwrap_or_default();
+        let cpuinfo = read("/proc/cpuinfo");
+        let field = |name: &str| {
+            cpuinfo
+                .lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, value)| value.trim().to_string())
+        };
+        let memory_kib: f64 = read("/proc/meminfo")
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        Machine {
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            cpu_model: field("model name").unwrap_or_else(|| "unknown".into()),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            load_average_start,
+            load_average_end: load_average(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Method {
+    pub trial_seconds: f64,
+    pub trials_per_variant: usize,
+    pub frame_len_ipv4: usize,
+    pub frame_len_ipv6: usize,
+    pub protocol: String,
+    /// Frames per BPF_PROG_RUN live-frames batch.
+    pub generator_batch: u32,
+    pub generator_cpu: usize,
+    /// Where the gateway's receive processing runs; `None`: on the generator's CPU.
+    pub gateway_cpu: Option<usize>,
+    pub notes: Vec<String>,
+}
+
+/// One case measured with several variants of the device under test, trials interleaved.
+#[derive(Debug, Serialize)]
+pub struct Throughput {
+    pub scenario: String,
+    pub case: String,
+    /// Short label for the chart.
+    pub label: String,
+    pub flows: u32,
+    pub frame_len: usize,
+    pub variants: Vec<VariantRun>,
+    pub ratios: Vec<RatioRow>,
+    /// Non-zero gateway counters over the "ours" trials (what the dataplane did with them).
+    pub gateway_counters: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VariantRun {
+    /// "ours", "fwd_limit", "kernel", ...
+    pub name: String,
+    pub description: String,
+    /// Delivered at the sink.
+    pub delivered_mpps: Summary,
+    pub delivered_mpps_trials: Vec<f64>,
+    /// Produced by the generator (what the device under test was offered).
+    pub sent_mpps: Summary,
+    /// 1 - delivered / sent, per trial.
+    pub loss: Summary,
+    /// Average run time of the device-under-test XDP program per packet in a separate trial
+    /// with the kernel's BPF run-time statistics on (`None`: no XDP program or not measured).
+    pub program_ns_per_packet: Option<f64>,
+    /// CPU cycles per delivered packet on the gateway's CPU (`perf stat`), where supported.
+    pub cycles_per_packet: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RatioRow {
+    pub numerator: String,
+    pub denominator: String,
+    pub ratio: Ratio,
+    /// The issue's target for this ratio (at least), if it has one.
+    pub target: Option<f64>,
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProgramCost {
+    pub method: String,
+    pub empty_ns: Summary,
+    /// The empty program timed with `repeat` runs in one call.
+    pub empty_repeated_ns: f64,
+    pub repeat: u32,
+    pub paths: Vec<PathCost>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PathCost {
+    pub path: String,
+    pub verdict: String,
+    /// ns per run, the batches' means.
+    pub ns: Summary,
+    /// Median minus the empty program's median.
+    pub above_empty_ns: f64,
+    /// Timed with `repeat` runs in one call (paths that do not rewrite the frame only).
+    pub repeated_ns: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NotMeasured {
+    pub scenario: String,
+    pub title: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PerfStatus {
+    pub supported: bool,
+    pub note: String,
+}
+
+fn range(summary: &Summary, digits: usize) -> String {
+    format!(
+        "{:.digits$} [{:.digits$}–{:.digits$}]",
+        summary.median, summary.min, summary.max
+    )
+}
+
+impl Report {
+    /// Variant names in first-seen order (the table's columns and the chart's series).
+    fn variant_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for row in &self.throughput {
+            for variant in &row.variants {
+                if !names.contains(&variant.name) {
+                    names.push(variant.name.clone());
+                }
+            }
+        }
+        // Ours first, then the baselines, whatever order the scenarios ran in.
+        let rank = |name: &String| match name.as_str() {
+            "ours" => 0,
+            "fwd_limit" => 1,
+            "kernel" => 2,
+            _ => 3,
+        };
+        names.sort_by_key(rank);
+        names
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let machine = &self.machine;
+        let method = &self.method;
+        // Writing to a String cannot fail: the results of writeln! are ignored below.
+        let _ = writeln!(out, "# Benchmark results ({} run)\n", self.mode);
+        let _ = writeln!(
+            out,
+            "Machine: {}, {} cores, {} GiB, Linux {}. Run took {:.0} s.\n",
+            machine.cpu_model,
+            machine.cores,
+            machine.memory_gib,
+            machine.kernel,
+            self.elapsed_seconds
+        );
+        let _ = writeln!(
+            out,
+            "Method: generator -> gateway -> sink namespaces over veth, native XDP. The generator \
+             (BPF_PROG_RUN live frames, batch {}) runs on CPU {}; {}. Each number is packets per \
+             second delivered to the sink, the median of {} interleaved trials of {} s with \
+             [min–max]; ratios are ratios of medians with the range of back-to-back trial ratios. \
+             {} {}-byte IPv4 frames, {}-byte IPv6 frames.\n",
+            method.generator_batch,
+            method.generator_cpu,
+            match method.gateway_cpu {
+                Some(cpu) => format!(
+                    "the gateway's receive path (and the sink behind it) runs in a NAPI thread \
+                     pinned to CPU {cpu}"
+                ),
+                None => "the gateway runs on the same CPU".into(),
+            },
+            method.trials_per_variant,
+            method.trial_seconds,
+            method.protocol,
+            method.frame_len_ipv4,
+            method.frame_len_ipv6,
+        );
+        for note in &method.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+        if !method.notes.is_empty() {
+            out.push('\n');
+        }
+
+        let names = self.variant_names();
+        if !self.throughput.is_empty() {
+            let _ = writeln!(out, "## Throughput (Mpps delivered)\n");
+            let _ = write!(out, "| Scenario | Case | Flows |");
+            for name in &names {
+                let _ = write!(out, " {name} |");
+            }
+            let _ = writeln!(out, " loss |");
+            let _ = write!(out, "|---|---|---:|");
+            for _ in &names {
+                out.push_str("---:|");
+            }
+            out.push_str("---:|\n");
+            for row in &self.throughput {
+                let _ = write!(
+                    out,
+                    "| {} | {} | {} |",
+                    row.scenario,
+                    row.case,
+                    flows_label(row.flows)
+                );
+                for name in &names {
+                    match row.variants.iter().find(|variant| &variant.name == name) {
+                        Some(variant) => {
+                            let _ = write!(out, " {} |", range(&variant.delivered_mpps, 2));
+                        }
+                        None => out.push_str(" — |"),
+                    }
+                }
+                // The loss of the first variant in column order: the device under test's.
+                match names
+                    .iter()
+                    .find_map(|name| row.variants.iter().find(|variant| &variant.name == name))
+                {
+                    Some(first) => {
+                        let _ =
+                            writeln!(out, " {:.0}% ({}) |", first.loss.median * 100.0, first.name);
+                    }
+                    None => out.push_str(" — |\n"),
+                }
+            }
+            out.push('\n');
+
+            let _ = writeln!(out, "## Ratios against the targets\n");
+            out.push_str("| Scenario | Case | Flows | Ratio | Median [range] | Target | Met |\n");
+            out.push_str("|---|---|---:|---|---:|---:|:---:|\n");
+            for row in &self.throughput {
+                for ratio in &row.ratios {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} / {} | {:.2} [{:.2}–{:.2}] | {} | {} |",
+                        row.scenario,
+                        row.case,
+                        flows_label(row.flows),
+                        ratio.numerator,
+                        ratio.denominator,
+                        ratio.ratio.of_medians,
+                        ratio.ratio.pairwise_min,
+                        ratio.ratio.pairwise_max,
+                        ratio
+                            .target
+                            .map_or("—".to_string(), |target| format!("≥ {target}")),
+                        match ratio.met {
+                            Some(true) => "yes",
+                            Some(false) => "**no**",
+                            None => "—",
+                        },
+                    );
+                }
+            }
+            out.push('\n');
+
+            let timed: Vec<_> = self
+                .throughput
+                .iter()
+                .flat_map(|row| row.variants.iter().map(move |variant| (row, variant)))
+                .filter(|(_, variant)| {
+                    variant.program_ns_per_packet.is_some() || variant.cycles_per_packet.is_some()
+                })
+                .collect();
+            if !timed.is_empty() {
+                let _ = writeln!(out, "## Cost per packet inside the live runs\n");
+                out.push_str(
+                    "| Scenario | Case | Flows | Variant | XDP program ns/packet | cycles/packet |\n",
+                );
+                out.push_str("|---|---|---:|---|---:|---:|\n");
+                for (row, variant) in timed {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {} | {} |",
+                        row.scenario,
+                        row.case,
+                        flows_label(row.flows),
+                        variant.name,
+                        variant
+                            .program_ns_per_packet
+                            .map_or("—".into(), |ns| format!("{ns:.1}")),
+                        variant
+                            .cycles_per_packet
+                            .map_or("not supported".into(), |cycles| format!("{cycles:.0}")),
+                    );
+                }
+                out.push('\n');
+            }
+        }
+
+        if let Some(cost) = &self.program_cost {
+            let _ = writeln!(out, "## S5 program cost per path (BPF_PROG_TEST_RUN)\n");
+            let _ = writeln!(out, "{}\n", cost.method);
+            let _ = writeln!(
+                out,
+                "| Path | Verdict | ns per run, median [min–max] | above empty | ns per run, repeat {} |",
+                cost.repeat
+            );
+            out.push_str("|---|---|---:|---:|---:|\n");
+            let _ = writeln!(
+                out,
+                "| empty program | XDP_PASS | {} | 0 | {:.1} |",
+                range(&cost.empty_ns, 1),
+                cost.empty_repeated_ns
+            );
+            for path in &cost.paths {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {:.1} | {} |",
+                    path.path,
+                    path.verdict,
+                    range(&path.ns, 1),
+                    path.above_empty_ns,
+                    path.repeated_ns
+                        .map_or("— (rewrites)".into(), |ns| format!("{ns:.1}"))
+                );
+            }
+            out.push('\n');
+        }
+
+        let _ = writeln!(
+            out,
+            "perf stat cycles: {}.\n",
+            if self.perf.supported {
+                "measured".to_string()
+            } else {
+                format!("not supported ({})", self.perf.note)
+            }
+        );
+
+        if !self.not_measured.is_empty() {
+            let _ = writeln!(out, "## Not measured\n");
+            out.push_str("| Scenario | What | Why |\n|---|---|---|\n");
+            for row in &self.not_measured {
+                let _ = writeln!(out, "| {} | {} | {} |", row.scenario, row.title, row.reason);
+            }
+            out.push('\n');
+        }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(out, "## Warnings\n");
+            for warning in &self.warnings {
+                let _ = writeln!(out, "- {warning}");
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A grouped bar chart: one group per measured case, one bar per variant (median, with a
+    /// min–max whisker).
+    pub fn svg(&self) -> anyhow::Result<String> {
+        let names = self.variant_names();
+        let groups = self.throughput.len().max(1);
+        let top = self
+            .throughput
+            .iter()
+            .flat_map(|row| &row.variants)
+            .map(|variant| variant.delivered_mpps.max)
+            .fold(1.0f64, f64::max)
+            * 1.15;
+        let width = (180 + 110 * groups as u32).max(640);
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (width, 480)).into_drawing_area();
+            root.fill(&WHITE).map_err(plot_error)?;
+            let title = format!(
+                "Mpps delivered per scenario ({}, {} cores, Linux {})",
+                self.machine.cpu_model, self.machine.cores, self.machine.kernel
+            );
+            let mut chart = ChartBuilder::on(&root)
+                .caption(title, ("sans-serif", 18))
+                .margin(16)
+                .x_label_area_size(56)
+                .y_label_area_size(56)
+                .build_cartesian_2d(0f64..groups as f64, 0f64..top)
+                .map_err(plot_error)?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(0)
+                .y_desc("Mpps (median, min–max)")
+                .draw()
+                .map_err(plot_error)?;
+            let bar = 0.8 / names.len().max(1) as f64;
+            for (series, name) in names.iter().enumerate() {
+                let color = Palette99::pick(series).to_rgba();
+                let color = match name.as_str() {
+                    "ours" => RGBColor(31, 119, 180).to_rgba(),
+                    "fwd_limit" => RGBColor(44, 160, 44).to_rgba(),
+                    "kernel" => RGBColor(127, 127, 127).to_rgba(),
+                    _ => color,
+                };
+                let bars: Vec<(f64, &VariantRun)> = self
+                    .throughput
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(group, row)| {
+                        row.variants
+                            .iter()
+                            .find(|variant| &variant.name == name)
+                            .map(|variant| (group as f64 + 0.1 + bar * series as f64, variant))
+                    })
+                    .collect();
+                chart
+                    .draw_series(bars.iter().map(|(x, variant)| {
+                        Rectangle::new(
+                            [(*x, 0.0), (*x + bar * 0.9, variant.delivered_mpps.median)],
+                            color.filled(),
+                        )
+                    }))
+                    .map_err(plot_error)?
+                    .label(name.as_str())
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                    });
+                chart
+                    .draw_series(bars.iter().map(|(x, variant)| {
+                        let middle = *x + bar * 0.45;
+                        PathElement::new(
+                            vec![
+                                (middle, variant.delivered_mpps.min),
+                                (middle, variant.delivered_mpps.max),
+                            ],
+                            BLACK.stroke_width(1),
+                        )
+                    }))
+                    .map_err(plot_error)?;
+            }
+            chart
+                .draw_series(self.throughput.iter().enumerate().map(|(group, row)| {
+                    EmptyElement::at((group as f64 + 0.5, 0.0))
+                        + Text::new(
+                            row.label.clone(),
+                            (0, 8),
+                            ("sans-serif", 12).into_font().color(&BLACK).pos(
+                                plotters::style::text_anchor::Pos::new(
+                                    plotters::style::text_anchor::HPos::Center,
+                                    plotters::style::text_anchor::VPos::Top,
+                                ),
+                            ),
+                        )
+                }))
+                .map_err(plot_error)?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(plot_error)?;
+            root.present().map_err(plot_error)?;
+        }
+        Ok(svg)
+    }
+
+    /// Writes latest.json, latest.md and latest.svg into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let json = serde_json::to_string_pretty(self).context("serialising the report")?;
+        for (name, text) in [
+            ("latest.json", json + "\n"),
+            ("latest.md", self.markdown()),
+            ("latest.svg", self.svg()?),
+        ] {
+            let path = dir.join(name);
+            fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+fn plot_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing the chart: {error:?}")
+}
+
+/// 1, 1k, 64k, 1M.
+pub fn flows_label(flows: u32) -> String {
+    if flows >= 1 << 20 && flows.is_multiple_of(1 << 20) {
+        format!("{}M", flows >> 20)
+    } else if flows >= 1 << 10 && flows.is_multiple_of(1 << 10) {
+        format!("{}k", flows >> 10)
+    } else {
+        flows.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(median: f64) -> Summary {
+        Summary {
+            median,
+            min: median * 0.9,
+            max: median * 1.1,
+        }
+    }
+
+    fn variant(name: &str, mpps: f64) -> VariantRun {
+        VariantRun {
+            name: name.into(),
+            description: String::new(),
+            delivered_mpps: summary(mpps),
+            delivered_mpps_trials: vec![mpps],
+            sent_mpps: summary(mpps * 2.0),
+            loss: summary(0.5),
+            program_ns_per_packet: Some(50.0),
+            cycles_per_packet: None,
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            schema: 1,
+            mode: "quick".into(),
+            started_unix: 0,
+            elapsed_seconds: 1.0,
+            machine: Machine {
+                kernel: "6.18".into(),
+                cpu_model: "Test CPU".into(),
+                cores: 2,
+                memory_gib: 24.0,
+                load_average_start: 0.5,
+                load_average_end: 0.7,
+            },
+            method: Method {
+                trial_seconds: 1.0,
+                trials_per_variant: 5,
+                frame_len_ipv4: 64,
+                frame_len_ipv6: 64,
+                protocol: "UDP".into(),
+                generator_batch: 64,
+                generator_cpu: 0,
+                gateway_cpu: Some(1),
+                notes: vec![],
+            },
+            throughput: vec![Throughput {
+                scenario: "S3".into(),
+                case: "IPv4 1:1 NAT outbound".into(),
+                label: "S3 v4 1k".into(),
+                flows: 1024,
+                frame_len: 64,
+                variants: vec![variant("ours", 5.0), variant("fwd_limit", 6.0)],
+                ratios: vec![RatioRow {
+                    numerator: "ours".into(),
+                    denominator: "fwd_limit".into(),
+                    ratio: Ratio::of(&[5.0], &[6.0]).unwrap(),
+                    target: Some(0.85),
+                    met: Some(false),
+                }],
+                gateway_counters: BTreeMap::new(),
+            }],
+            program_cost: Some(ProgramCost {
+                method: "m".into(),
+                empty_ns: summary(30.0),
+                empty_repeated_ns: 7.0,
+                repeat: 1000,
+                paths: vec![PathCost {
+                    path: "IGW IPv4 outbound".into(),
+                    verdict: "XDP_REDIRECT".into(),
+                    ns: summary(90.0),
+                    above_empty_ns: 60.0,
+                    repeated_ns: None,
+                }],
+            }),
+            not_measured: vec![NotMeasured {
+                scenario: "S1".into(),
+                title: "NAT44".into(),
+                reason: "not yet supported by the dataplane".into(),
+            }],
+            perf: PerfStatus {
+                supported: false,
+                note: "no PMU".into(),
+            },
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn markdown_has_every_part() {
+        let text = report().markdown();
+        assert!(text.contains("| S3 | IPv4 1:1 NAT outbound | 1k | 5.00 [4.50–5.50] | 6.00"));
+        assert!(text.contains("| 50% (ours) |"));
+        assert!(text.contains("| ours / fwd_limit | 0.83 [0.83–0.83] | ≥ 0.85 | **no** |"));
+        assert!(text.contains("| IGW IPv4 outbound | XDP_REDIRECT |"));
+        assert!(text.contains("not yet supported by the dataplane"));
+        assert!(text.contains("not supported (no PMU)"));
+    }
+
+    #[test]
+    fn svg_draws_bars_and_labels() {
+        let svg = report().svg().unwrap();
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("S3 v4 1k"));
+        assert!(svg.contains("fwd_limit"));
+        assert!(svg.contains("<rect"));
+    }
+
+    #[test]
+    fn writes_the_three_files() {
+        let dir = std::env::temp_dir().join(format!("gateway-bench-test-{}", std::process::id()));
+        let mut report = report();
+        report.machine = Machine::detect(load_average());
+        assert!(report.machine.cores >= 1);
+        report.write(&dir).unwrap();
+        for name in ["latest.json", "latest.md", "latest.svg"] {
+            assert!(dir.join(name).metadata().unwrap().len() > 100, "{name}");
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("latest.json")).unwrap()).unwrap();
+        assert_eq!(json["throughput"][0]["ratios"][0]["met"], false);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn flow_labels() {
+        assert_eq!(flows_label(1), "1");
+        assert_eq!(flows_label(1024), "1k");
+        assert_eq!(flows_label(65536), "64k");
+        assert_eq!(flows_label(1 << 20), "1M");
+    }
+}

@@ -1,0 +1,325 @@
+//! The scenarios of issue 5, one function each. A scenario whose dataplane does not exist yet
+//! reports why in a "not measured" row; measuring it later means filling in its function.
+
+use std::net::Ipv4Addr;
+
+use super::{
+    Protocol,
+    driver::{Bench, Case, Variant, check_stop},
+    frame::FrameSpec,
+    programs::{self, XDP_DROP, XDP_PASS, XDP_REDIRECT},
+    report::{NotMeasured, PathCost, ProgramCost, Throughput, flows_label},
+    stats::Summary,
+    topology::{self, v4, v6},
+};
+
+/// What the scenarios found.
+#[derive(Default)]
+pub struct Findings {
+    pub throughput: Vec<Throughput>,
+    pub program_cost: Option<ProgramCost>,
+    pub not_measured: Vec<NotMeasured>,
+}
+
+pub struct Scenario {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub run: fn(&mut Bench, &mut Findings) -> anyhow::Result<()>,
+}
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        id: "S0",
+        title: "calibration: fwd_limit vs kernel forwarding",
+        run: s0_calibration,
+    },
+    Scenario {
+        id: "S1",
+        title: "NAT44, established flows (vs fwd_limit, vs nftables masquerade)",
+        run: s1_nat44_established,
+    },
+    Scenario {
+        id: "S2",
+        title: "NAT44, new connections per second, table capacity, memory per connection",
+        run: s2_nat44_new_connections,
+    },
+    Scenario {
+        id: "S3",
+        title: "internet gateway: IPv4 1:1 NAT and IPv6 pass-through (vs fwd_limit, vs kernel)",
+        run: s3_internet_gateway,
+    },
+    Scenario {
+        id: "S4",
+        title: "egress-only: established IPv6 flows (vs nftables ct state), unsolicited flood (vs XDP drop)",
+        run: s4_egress_only,
+    },
+    Scenario {
+        id: "S5",
+        title: "per-path program cost (BPF_PROG_TEST_RUN) minus an empty program",
+        run: s5_program_cost,
+    },
+];
+
+/// Where the flow index is split between source addresses and ports: up to one address per
+/// Elastic IP, then ports.
+fn addr_bits(flows: u32) -> u32 {
+    flows.min(topology::ELASTIC_IPS).trailing_zeros()
+}
+
+/// The generator's IPv4 stream: instances with Elastic IPs -> one internet host.
+fn ipv4_outbound(bench: &Bench, flows: u32) -> FrameSpec {
+    FrameSpec {
+        dst_mac: topology::VPC_MAC,
+        src_mac: topology::GEN_MAC,
+        src: v4(topology::FIRST_PRIVATE),
+        dst: v4(topology::INTERNET_HOST),
+        protocol: bench.options.protocol,
+        size: bench.options.packet_size,
+        ttl: 64,
+        flows,
+        addr_bits: addr_bits(flows),
+    }
+}
+
+/// The generator's IPv6 stream: subnet addresses -> one internet host.
+fn ipv6_outbound(bench: &Bench, flows: u32) -> FrameSpec {
+    FrameSpec {
+        src: v6(topology::FIRST_SOURCE_V6),
+        dst: v6(topology::INTERNET_HOST_V6),
+        ..ipv4_outbound(bench, flows)
+    }
+}
+
+fn s0_calibration(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
+    let flows = 1024;
+    let case = Case {
+        scenario: "S0",
+        case: "calibration, IPv4".into(),
+        label: format!("S0 v4 {}", flows_label(flows)),
+        spec: ipv4_outbound(bench, flows),
+        variants: vec![Variant::FwdLimit, Variant::Kernel],
+        ratios: vec![(Variant::FwdLimit, Variant::Kernel, None)],
+    };
+    findings.throughput.push(bench.measure(&case)?);
+    Ok(())
+}
+
+fn not_yet(findings: &mut Findings, id: &str, reason: &str) -> anyhow::Result<()> {
+    let title = SCENARIOS
+        .iter()
+        .find(|scenario| scenario.id == id)
+        .map_or("", |scenario| scenario.title);
+    findings.not_measured.push(NotMeasured {
+        scenario: id.into(),
+        title: title.into(),
+        reason: reason.into(),
+    });
+    Ok(())
+}
+
+fn s1_nat44_established(_bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
+    not_yet(
+        findings,
+        "S1",
+        "not yet supported by the dataplane (no NAT gateway in the XDP program yet)",
+    )
+}
+
+fn s2_nat44_new_connections(_bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
+    not_yet(
+        findings,
+        "S2",
+        "not yet supported by the dataplane (no NAT gateway in the XDP program yet)",
+    )
+}
+
+/// Builds a case's frame stream for a flow count.
+type StreamOf = fn(&Bench, u32) -> FrameSpec;
+
+fn s3_internet_gateway(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
+    let flow_counts = bench.options.flows.clone();
+    let cases: [(&str, &str, StreamOf); 2] = [
+        ("IPv4 1:1 NAT outbound", "v4", ipv4_outbound),
+        ("IPv6 pass-through outbound", "v6", ipv6_outbound),
+    ];
+    for (name, short, spec) in cases {
+        for &flows in &flow_counts {
+            check_stop()?;
+            // A fresh gateway per case: the flow-log table starts empty every time.
+            bench.fresh_gateway()?;
+            let case = Case {
+                scenario: "S3",
+                case: name.into(),
+                label: format!("S3 {short} {}", flows_label(flows)),
+                spec: spec(bench, flows),
+                variants: vec![Variant::Ours, Variant::FwdLimit, Variant::Kernel],
+                ratios: vec![
+                    (Variant::Ours, Variant::FwdLimit, Some(0.85)),
+                    (Variant::Ours, Variant::Kernel, None),
+                ],
+            };
+            findings.throughput.push(bench.measure(&case)?);
+        }
+    }
+    Ok(())
+}
+
+fn s4_egress_only(_bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
+    not_yet(
+        findings,
+        "S4",
+        "not yet measured: the egress-only gateway landed in the dataplane while this benchmark \
+         was written; its scenario (nftables ct-state baseline, inbound flood vs bench_drop) is the \
+         next function to fill in",
+    )
+}
+
+fn s5_program_cost(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
+    bench.fresh_gateway()?;
+    let (batches, calls) = if bench.options.quick {
+        (3, 2_000)
+    } else {
+        (11, 20_000)
+    };
+    let frame = |src, dst, dst_mac, src_mac| {
+        FrameSpec {
+            dst_mac,
+            src_mac,
+            src,
+            dst,
+            protocol: Protocol::Udp,
+            size: 64,
+            ttl: 64,
+            flows: 1,
+            addr_bits: 0,
+        }
+        .frame(0)
+    };
+    let outbound = |src| {
+        frame(
+            v4(src),
+            v4(topology::INTERNET_HOST),
+            topology::VPC_MAC,
+            topology::GEN_MAC,
+        )
+    };
+    let (vpc, inet) = (bench.ifindex_vpc(), bench.ifindex_inet());
+    let first_public =
+        topology::elastic_ip_of(topology::FIRST_PRIVATE).unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let paths: Vec<(&str, Vec<u8>, u32, u32)> = vec![
+        (
+            "IGW IPv4 outbound (private -> Elastic IP)",
+            outbound(topology::FIRST_PRIVATE),
+            vpc,
+            XDP_REDIRECT,
+        ),
+        (
+            "IGW IPv4 inbound (Elastic IP -> private)",
+            frame(
+                v4(topology::INTERNET_HOST),
+                v4(first_public),
+                topology::INET_MAC,
+                topology::SINK_MAC,
+            ),
+            inet,
+            XDP_REDIRECT,
+        ),
+        (
+            "IPv6 pass-through outbound",
+            frame(
+                v6(topology::FIRST_SOURCE_V6),
+                v6(topology::INTERNET_HOST_V6),
+                topology::VPC_MAC,
+                topology::GEN_MAC,
+            ),
+            vpc,
+            XDP_REDIRECT,
+        ),
+        (
+            "IPv4 drop: no Elastic IP",
+            outbound(topology::PRIVATE_WITHOUT_EIP),
+            vpc,
+            XDP_DROP,
+        ),
+        (
+            "pass: not ours",
+            outbound(topology::NOT_OURS),
+            vpc,
+            XDP_PASS,
+        ),
+    ];
+    let empty_frame = outbound(topology::FIRST_PRIVATE);
+    let repeat = if bench.options.quick {
+        10_000
+    } else {
+        1_000_000
+    };
+    let (empty, per_path, repeated) = bench.with_gateway_program(|bench, gateway| {
+        let empty_program = bench.programs().program(programs::EMPTY)?;
+        let mut empty = Vec::new();
+        let mut per_path = vec![Vec::new(); paths.len()];
+        // Batches interleave the paths, so a disturbance hits all of them alike.
+        for _ in 0..batches {
+            check_stop()?;
+            empty.push(bench.run_cost(empty_program, &empty_frame, vpc, XDP_PASS, calls, 1)?);
+            for (slot, (name, frame, ingress, verdict)) in paths.iter().enumerate() {
+                let cost = bench
+                    .run_cost(gateway, frame, *ingress, *verdict, calls, 1)
+                    .map_err(|error| anyhow::anyhow!("S5 {name}: {error:#}"))?;
+                per_path[slot].push(cost);
+            }
+        }
+        // The paths that leave the frame unchanged can also run in the kernel's own loop, which
+        // has no per-call overhead: the figure comparable with other XDP programs'.
+        let mut repeated = vec![None; paths.len()];
+        for (slot, (_, frame, ingress, verdict)) in paths.iter().enumerate() {
+            if *verdict != XDP_REDIRECT {
+                repeated[slot] =
+                    Some(bench.run_cost(gateway, frame, *ingress, *verdict, 1, repeat)?);
+            }
+        }
+        let empty_repeated =
+            bench.run_cost(empty_program, &empty_frame, vpc, XDP_PASS, 1, repeat)?;
+        Ok((empty, per_path, (empty_repeated, repeated)))
+    })?;
+    let (empty_repeated, repeated) = repeated;
+    let empty_ns = Summary::of(&empty).unwrap_or_default();
+    let verdict_name = |verdict: u32| match verdict {
+        XDP_DROP => "XDP_DROP",
+        XDP_PASS => "XDP_PASS",
+        XDP_REDIRECT => "XDP_REDIRECT",
+        _ => "?",
+    };
+    let paths = paths
+        .iter()
+        .zip(per_path)
+        .zip(repeated)
+        .map(|(((name, _, _, verdict), samples), repeated)| {
+            let ns = Summary::of(&samples).unwrap_or_default();
+            PathCost {
+                path: (*name).into(),
+                verdict: verdict_name(*verdict).into(),
+                ns,
+                above_empty_ns: ns.median - empty_ns.median,
+                repeated_ns: repeated,
+            }
+        })
+        .collect();
+    findings.program_cost = Some(ProgramCost {
+        method: format!(
+            "Each number is the mean of {calls} BPF_PROG_TEST_RUN calls with repeat = 1 (the \
+             gateway rewrites the frame and the kernel does not restore it between repeats, so \
+             every run needs a fresh copy), as timed by the kernel, in the gateway namespace with \
+             the maps filled from the benchmark config; median of {batches} interleaved batches \
+             [min–max]. The per-call overhead is in every number, so the column to read is \
+             \"above empty\"; caches are hot, so it is a lower bound. Paths that leave the frame \
+             unchanged are also timed with repeat = {repeat} in one call (the kernel's loop, no \
+             per-call overhead)."
+        ),
+        empty_ns,
+        empty_repeated_ns: empty_repeated,
+        repeat,
+        paths,
+    });
+    Ok(())
+}
