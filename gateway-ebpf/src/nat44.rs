@@ -275,7 +275,11 @@ fn session_outbound(work: &mut NatWork) -> Option<Counter> {
     set_out_key(work);
     if let Some(entry) = CONNTRACK.get_ptr_mut(&work.out_key) {
         if is_live(entry, work.protocol, work.now) {
-            refresh(entry, work, true)?;
+            // Not `refresh(..)?`: its `None` is success, and `?` would return before the public
+            // endpoint is read, leaving the previous packet's in the per-CPU work area.
+            if let Some(reason) = refresh(entry, work, true) {
+                return Some(reason);
+            }
             // SAFETY: live map value.
             unsafe {
                 work.public_addr = narrow(&(*entry).translated_addr);

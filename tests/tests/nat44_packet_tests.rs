@@ -399,9 +399,33 @@ fn endpoint_independent_mapping_and_hairpin() {
         Some(&udp_frame(TO_HOST, PUBLIC, HOST_B, 63, 5353, 6000)),
         &[("forward_nat_hairpin", 1)],
     );
-    // KNOWN ISSUE (open): B's next packet to A's public endpoint is still refused
-    // (drop_nat_unsolicited_udp, the IN lookup misses although the entry is there); see the
-    // report of the nat44 branch.
+    // Now that A has talked to B's public endpoint, B's packets to A's public endpoint are the
+    // answers: delivered to A with B's public source.
+    send_counted(
+        &mut gw,
+        "B to A's public endpoint, now an answer",
+        Vpc,
+        &udp_frame(FROM_INSTANCE, HOST_B, PUBLIC, 64, 6000, 5353),
+        Redirect,
+        Some(&udp_frame(TO_HOST, PUBLIC, INSTANCE, 63, 6000, 5353)),
+        &[("forward_nat_hairpin", 1), ("drop_nat_unsolicited_udp", 0)],
+    );
+    // A's session to REMOTE right after B's packet: A's own public endpoint, not the one the
+    // previous packet on this CPU used; and never from the fast path's cache (NAT flows are not
+    // cached there: every packet goes through its session).
+    send_counted(
+        &mut gw,
+        "A to REMOTE again, after B's packet",
+        Vpc,
+        &udp_frame(FROM_INSTANCE, INSTANCE, REMOTE, 64, 5353, 53),
+        Redirect,
+        Some(&udp_frame(TO_INTERNET, PUBLIC, REMOTE, 63, 5353, 53)),
+        &[
+            ("forward_nat_outbound", 1),
+            ("nat_connection_attempt", 0),
+            ("fast_path_forwarded", 0),
+        ],
+    );
 }
 
 #[test]
