@@ -10,6 +10,8 @@
 //! - [`bench_fwd_limit`] is the calibration hop: a static MAC rewrite and redirect, what any XDP
 //!   forwarder must at least do.
 //! - [`bench_drop`] and [`bench_empty`] are the trivial baselines (drop rate, per-path cost).
+//!   `bench_drop` counts what it drops in one per-CPU slot, so that its rate is read the way the
+//!   gateway's drop counters are.
 //!
 //! The map value layouts are mirrored in `xtask/src/bench/` (sizes asserted on both sides).
 
@@ -87,6 +89,10 @@ static BENCH_GENERATED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "BENCH_SINK")]
 static BENCH_SINK: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
+
+/// Per CPU: [0] frames `bench_drop` dropped.
+#[map(name = "BENCH_DROPPED")]
+static BENCH_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "BENCH_FWD_LIMIT")]
 static BENCH_FWD_LIMIT: Array<FwdLimitConfig> = Array::with_max_entries(1, 0);
@@ -268,6 +274,7 @@ pub fn bench_fwd_limit(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn bench_drop(_ctx: XdpContext) -> u32 {
+    counter_add(&BENCH_DROPPED, 0, 1);
     xdp_action::XDP_DROP
 }
 

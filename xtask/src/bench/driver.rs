@@ -17,6 +17,8 @@ use gateway::{
 use super::{
     Options,
     frame::FrameSpec,
+    inject::PacketSocket,
+    nftables,
     perf::{self, CpuCycles},
     programs::{self, BenchPrograms, GeneratorConfig},
     report::{PerfStatus, RatioRow, Throughput, VariantRun},
@@ -68,6 +70,11 @@ pub enum Variant {
     FwdLimit,
     /// No XDP on the gateway: the kernel's own forwarding, no rules.
     Kernel,
+    /// No XDP on the gateway: the kernel's forwarding with the nftables ruleset of
+    /// [`nftables::ruleset`] (conntrack, `ct state established,related accept`, policy drop).
+    Nftables,
+    /// `bench_drop` on the ingress interface: count and drop, what any XDP drop must at least do.
+    Drop,
 }
 
 impl Variant {
@@ -76,6 +83,8 @@ impl Variant {
             Variant::Ours => "ours",
             Variant::FwdLimit => "fwd_limit",
             Variant::Kernel => "kernel",
+            Variant::Nftables => "nftables",
+            Variant::Drop => "drop",
         }
     }
 
@@ -84,14 +93,70 @@ impl Variant {
             Variant::Ours => "the gateway's XDP program, maps filled from the benchmark config",
             Variant::FwdLimit => "bench_fwd_limit: static MAC rewrite and devmap redirect",
             Variant::Kernel => "no XDP on the gateway: Linux forwarding, no rules",
+            Variant::Nftables => {
+                "no XDP on the gateway: Linux forwarding with nftables conntrack filtering (ct \
+                 state established,related accept; new only from the VPC side; policy drop)"
+            }
+            Variant::Drop => "bench_drop on the ingress interface: count and XDP_DROP",
         }
     }
+
+    /// Whether the variant keeps per-flow state that must know the flows before a trial.
+    fn tracks_flows(self) -> bool {
+        matches!(self, Variant::Ours | Variant::Nftables)
+    }
+}
+
+/// Which side the generator sends from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From the VPC side (`gen0`) towards the internet; counted at `sink0`.
+    Outbound,
+    /// From the internet side (`sink0`) towards the VPC; counted at `gen0`.
+    Inbound,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// What a trial counts as the work of the device under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Packets delivered at the far end.
+    Delivered,
+    /// Packets the device under test dropped (the gateway's `drop_` counters, `bench_drop`'s
+    /// count, the nftables drop counter). Nothing may reach the far end.
+    Dropped,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Delivered => "delivered",
+            Metric::Dropped => "dropped",
+        }
+    }
+}
+
+/// Frames sent once per flow before every trial of a variant that tracks flows, so that its
+/// connection tracking knows them all: first the VPC side's packet of each flow (from `gen0`),
+/// then the internet's reply (from `sink0`).
+pub struct Priming {
+    pub outbound: Vec<Vec<u8>>,
+    pub inbound: Vec<Vec<u8>>,
 }
 
 enum Attached {
     Nothing,
     Ours,
-    FwdLimit(XdpLinkId),
+    /// One of the bench programs, by name.
+    Bench(&'static str, XdpLinkId),
 }
 
 struct Gateway {
@@ -103,13 +168,18 @@ struct Ifindexes {
     generator: u32,
     vpc: u32,
     inet: u32,
+    sink: u32,
 }
 
 /// One trial's counts.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     sent: u64,
+    /// What the case's metric counts: delivered at the far end, or dropped by the device under
+    /// test.
     delivered: u64,
+    /// Delivered at the far end (the same as `delivered` for [`Metric::Delivered`]).
+    reached_sink: u64,
     seconds: f64,
 }
 
@@ -137,6 +207,10 @@ pub struct Case {
     pub case: String,
     pub label: String,
     pub spec: FrameSpec,
+    pub direction: Direction,
+    pub metric: Metric,
+    /// Sent before every trial of the variants that track flows.
+    pub priming: Option<Priming>,
     pub variants: Vec<Variant>,
     /// (numerator, denominator, target).
     pub ratios: Vec<(Variant, Variant, Option<f64>)>,
@@ -154,6 +228,8 @@ pub struct Bench {
     // Fields drop in declaration order: programs and the gateway detach before the namespaces go.
     gateway: Option<Gateway>,
     attached: Attached,
+    /// What the gateway namespace runs now, and for which direction.
+    current: (Variant, Direction),
     programs: BenchPrograms,
     ifindex: Ifindexes,
     pub generator_cpu: usize,
@@ -176,16 +252,17 @@ impl Bench {
             generator: topology.generator.enter(resolve(topology::GEN_IF))?,
             vpc: topology.gateway.enter(resolve(topology::VPC_IF))?,
             inet: topology.gateway.enter(resolve(topology::INET_IF))?,
+            sink: topology.sink.enter(resolve(topology::SINK_IF))?,
         };
-        let sink_ifindex = topology.sink.enter(resolve(topology::SINK_IF))?;
         let mut programs = BenchPrograms::load()?;
-        // The sink's program stays attached for the whole run; it goes with its namespace.
+        // The sink's program stays attached at both ends for the whole run (the egress-only
+        // scenario also sends from the internet side); it goes with the namespaces.
         topology
             .sink
-            .enter(|| programs.attach(programs::SINK, sink_ifindex))?;
-        topology.gateway.enter(|| {
-            programs.set_fwd_limit(topology::SINK_MAC, topology::INET_MAC, ifindex.inet)
-        })?;
+            .enter(|| programs.attach(programs::SINK, ifindex.sink))?;
+        topology
+            .generator
+            .enter(|| programs.attach(programs::SINK, ifindex.generator))?;
 
         let mut warnings = Vec::new();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -230,6 +307,7 @@ impl Bench {
         Ok(Bench {
             gateway: None,
             attached: Attached::Nothing,
+            current: (Variant::Kernel, Direction::Outbound),
             programs,
             ifindex,
             generator_cpu,
@@ -243,7 +321,7 @@ impl Bench {
 
     /// Loads the gateway afresh (empty flow table) with the benchmark config.
     pub fn fresh_gateway(&mut self) -> anyhow::Result<()> {
-        self.set_variant(Variant::Kernel)?;
+        self.set_variant(Variant::Kernel, self.current.1)?;
         self.gateway = None;
         let config = Config::parse(&topology::gateway_config(), "bench.toml")
             .map_err(|error| anyhow::anyhow!("{error}"))
@@ -264,14 +342,9 @@ impl Bench {
             .context("the gateway is not loaded (fresh_gateway first)")
     }
 
-    /// Makes the gateway namespace run `variant`.
-    fn set_variant(&mut self, variant: Variant) -> anyhow::Result<()> {
-        let current = match self.attached {
-            Attached::Nothing => Variant::Kernel,
-            Attached::Ours => Variant::Ours,
-            Attached::FwdLimit(_) => Variant::FwdLimit,
-        };
-        if current == variant {
+    /// Makes the gateway namespace run `variant` for traffic in `direction`.
+    fn set_variant(&mut self, variant: Variant, direction: Direction) -> anyhow::Result<()> {
+        if self.current == (variant, direction) {
             return Ok(());
         }
         match std::mem::replace(&mut self.attached, Attached::Nothing) {
@@ -283,15 +356,32 @@ impl Bench {
                     .context("the gateway is not loaded (fresh_gateway first)")?;
                 self.topology.gateway.enter(|| gateway.dataplane.detach())?;
             }
-            Attached::FwdLimit(link) => {
+            Attached::Bench(name, link) => {
                 let programs = &mut self.programs;
                 self.topology
                     .gateway
-                    .enter(|| programs.detach(programs::FWD_LIMIT, link))?;
+                    .enter(|| programs.detach(name, link))?;
             }
         }
+        if self.current.0 == Variant::Nftables {
+            nftables::remove(&self.topology.gateway)?;
+        }
+        self.current = (Variant::Kernel, direction);
+        let (ingress, egress, macs) = match direction {
+            Direction::Outbound => (
+                self.ifindex.vpc,
+                self.ifindex.inet,
+                (topology::SINK_MAC, topology::INET_MAC),
+            ),
+            Direction::Inbound => (
+                self.ifindex.inet,
+                self.ifindex.vpc,
+                (topology::GEN_MAC, topology::VPC_MAC),
+            ),
+        };
         match variant {
             Variant::Kernel => {}
+            Variant::Nftables => nftables::install(&self.topology.gateway)?,
             Variant::Ours => {
                 let gateway = self
                     .gateway
@@ -302,18 +392,67 @@ impl Bench {
                     .enter(|| gateway.dataplane.attach(&gateway.plan, XdpMode::Driver))?;
                 self.attached = Attached::Ours;
             }
-            Variant::FwdLimit => {
-                let (programs, vpc) = (&mut self.programs, self.ifindex.vpc);
-                let link = self
-                    .topology
-                    .gateway
-                    .enter(|| programs.attach(programs::FWD_LIMIT, vpc))?;
-                self.attached = Attached::FwdLimit(link);
+            Variant::FwdLimit | Variant::Drop => {
+                let name = if variant == Variant::Drop {
+                    programs::DROP
+                } else {
+                    programs::FWD_LIMIT
+                };
+                let programs = &mut self.programs;
+                let link = self.topology.gateway.enter(|| {
+                    if variant == Variant::FwdLimit {
+                        programs.set_fwd_limit(macs.0, macs.1, egress)?;
+                    }
+                    programs.attach(name, ingress)
+                })?;
+                self.attached = Attached::Bench(name, link);
             }
         }
-        // Attaching can restart the veth's NAPI instance; keep its thread on the gateway's CPU.
+        self.current = (variant, direction);
+        // Attaching can restart a veth's NAPI instance; keep its thread on the gateway's CPU.
         if let Some(cpu) = self.gateway_cpu {
-            topology::pin_napi_threads(topology::VPC_IF, cpu)?;
+            for interface in [topology::VPC_IF, topology::INET_IF] {
+                topology::pin_napi_threads(interface, cpu)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the priming frames (see [`Priming`]) through packet sockets, a window at a time so
+    /// that the gateway's veth ring never overflows, and checks that every frame reached the far
+    /// end (the sink programs count them). A round that lost frames is sent again: repeating a
+    /// flow's packets changes nothing that matters.
+    fn prime(&self, priming: &Priming) -> anyhow::Result<()> {
+        for (frames, netns, ifindex, side) in [
+            (
+                &priming.outbound,
+                &self.topology.generator,
+                self.ifindex.generator,
+                "VPC",
+            ),
+            (
+                &priming.inbound,
+                &self.topology.sink,
+                self.ifindex.sink,
+                "internet",
+            ),
+        ] {
+            if frames.is_empty() {
+                continue;
+            }
+            let socket = netns.enter(|| PacketSocket::open(ifindex))?;
+            let (programs, cpu) = (&self.programs, self.generator_cpu);
+            // On a thread of the generator's CPU, away from the gateway's.
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| -> anyhow::Result<()> {
+                        topology::pin(0, cpu).context("pinning the priming thread")?;
+                        send_all(programs, &socket, frames)
+                            .with_context(|| format!("priming from the {side} side"))
+                    })
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })?;
         }
         Ok(())
     }
@@ -329,12 +468,18 @@ impl Bench {
     fn trial(
         &mut self,
         variant: Variant,
+        how: (Direction, Metric),
         template: &[u8],
         duration: Duration,
     ) -> anyhow::Result<Sample> {
-        self.set_variant(variant)?;
-        let ctx = programs::xdp_md(template.len(), self.ifindex.generator);
-        let (programs, netns, cpu) = (&self.programs, &self.topology.generator, self.generator_cpu);
+        let (direction, metric) = how;
+        self.set_variant(variant, direction)?;
+        let (netns, ifindex) = match direction {
+            Direction::Outbound => (&self.topology.generator, self.ifindex.generator),
+            Direction::Inbound => (&self.topology.sink, self.ifindex.sink),
+        };
+        let ctx = programs::xdp_md(template.len(), ifindex);
+        let (programs, cpu) = (&self.programs, self.generator_cpu);
         let stop = AtomicBool::new(false);
         let (thread_tx, thread_rx) = std::sync::mpsc::channel();
         std::thread::scope(|scope| {
@@ -361,7 +506,7 @@ impl Bench {
                 let thread = thread_rx
                     .recv()
                     .context("the generator thread ended before starting")?;
-                let window = self.window(duration, &generator);
+                let window = self.window(variant, metric, duration, &generator);
                 stop.store(true, Ordering::Relaxed);
                 // Repeated: a signal that lands between two calls interrupts nothing.
                 while !generator.is_finished() {
@@ -385,6 +530,8 @@ impl Bench {
     /// `duration`.
     fn window(
         &self,
+        variant: Variant,
+        metric: Metric,
         duration: Duration,
         generator: &std::thread::ScopedJoinHandle<'_, anyhow::Result<()>>,
     ) -> anyhow::Result<Sample> {
@@ -398,12 +545,16 @@ impl Bench {
         }
         // Lets the rings fill and the device under test reach its steady state.
         std::thread::sleep(Duration::from_millis(20));
-        let read = |bench: &Bench| -> anyhow::Result<(u64, u64, Instant)> {
+        let read = |bench: &Bench| -> anyhow::Result<(u64, u64, u64, Instant)> {
             let sent = bench.programs.generated()?;
-            let (delivered, _, _) = bench.programs.sink()?;
-            Ok((sent, delivered, Instant::now()))
+            let (reached_sink, _, _) = bench.programs.sink()?;
+            let counted = match metric {
+                Metric::Delivered => reached_sink,
+                Metric::Dropped => bench.dropped(variant)?,
+            };
+            Ok((sent, counted, reached_sink, Instant::now()))
         };
-        let (sent0, delivered0, t0) = read(self)?;
+        let (sent0, delivered0, sink0, t0) = read(self)?;
         let end = t0 + duration;
         while Instant::now() < end {
             check_stop()?;
@@ -413,12 +564,34 @@ impl Bench {
             );
             std::thread::sleep((end - Instant::now()).min(Duration::from_millis(50)));
         }
-        let (sent1, delivered1, t1) = read(self)?;
+        let (sent1, delivered1, sink1, t1) = read(self)?;
         Ok(Sample {
             sent: sent1 - sent0,
             delivered: delivered1 - delivered0,
+            reached_sink: sink1 - sink0,
             seconds: (t1 - t0).as_secs_f64(),
         })
+    }
+
+    /// Packets `variant` has dropped so far, by its own count.
+    fn dropped(&self, variant: Variant) -> anyhow::Result<u64> {
+        match variant {
+            Variant::Ours => {
+                let gateway = self.gateway.as_ref().context("the gateway is not loaded")?;
+                Ok(gateway
+                    .dataplane
+                    .counters()?
+                    .iter()
+                    .filter(|(counter, _)| counter.name().starts_with("drop_"))
+                    .map(|(_, value)| value)
+                    .sum())
+            }
+            Variant::Drop => self.programs.dropped(),
+            Variant::Nftables => nftables::dropped(&self.topology.gateway),
+            Variant::Kernel | Variant::FwdLimit => {
+                bail!("{} keeps no drop count", variant.name())
+            }
+        }
     }
 
     fn gateway_counters(&mut self) -> anyhow::Result<BTreeMap<String, u64>> {
@@ -437,15 +610,17 @@ impl Bench {
     fn profile(
         &mut self,
         variant: Variant,
+        how: (Direction, Metric),
         template: &[u8],
         duration: Duration,
     ) -> anyhow::Result<(Option<f64>, Option<f64>)> {
-        self.set_variant(variant)?;
+        self.set_variant(variant, how.0)?;
         let program_totals = |bench: &mut Bench| -> anyhow::Result<Option<(Duration, u64)>> {
             let program: &Xdp = match variant {
-                Variant::Kernel => return Ok(None),
+                Variant::Kernel | Variant::Nftables => return Ok(None),
                 Variant::Ours => bench.gateway()?.dataplane.program()?,
                 Variant::FwdLimit => bench.programs.program(programs::FWD_LIMIT)?,
+                Variant::Drop => bench.programs.program(programs::DROP)?,
             };
             let info = program.info().context("reading program info")?;
             Ok(Some((info.run_time(), info.run_count())))
@@ -457,7 +632,7 @@ impl Bench {
             (true, Some(cpu)) => Some(CpuCycles::start(cpu)?),
             _ => None,
         };
-        let sample = self.trial(variant, template, duration)?;
+        let sample = self.trial(variant, how, template, duration)?;
         let cycles = cycles.map(CpuCycles::stop).transpose()?;
         let after = program_totals(self)?;
         drop(stats);
@@ -488,6 +663,17 @@ impl Bench {
         Ok(())
     }
 
+    /// Primes the flows of `case` for `variant`, if both call for it (the variant set first, so
+    /// that the priming frames meet the state keeper that the trial will).
+    fn prime_for(&mut self, variant: Variant, case: &Case) -> anyhow::Result<()> {
+        let Some(priming) = case.priming.as_ref().filter(|_| variant.tracks_flows()) else {
+            return Ok(());
+        };
+        self.set_variant(variant, case.direction)?;
+        self.prime(priming)
+            .with_context(|| format!("priming the flows for {}", variant.name()))
+    }
+
     /// Measures a case: warm-up, then interleaved trials (A B C A B C ...), then a profiling
     /// trial per variant.
     pub fn measure(&mut self, case: &Case) -> anyhow::Result<Throughput> {
@@ -500,19 +686,23 @@ impl Bench {
             .with_context(|| format!("{} {}: generator self-test", case.scenario, case.case))?;
         let trial = self.options.trial;
         let warmup = self.options.warmup;
+        let how = (case.direction, case.metric);
+        let what = || format!("{} {} ({} flows)", case.scenario, case.case, spec.flows);
         for variant in &case.variants {
             // Fills the flow table and the caches, so the trials see established flows.
-            self.trial(*variant, &template, warmup)?;
+            self.prime_for(*variant, case).with_context(what)?;
+            self.trial(*variant, how, &template, warmup)?;
         }
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); case.variants.len()];
         let mut counters: BTreeMap<String, u64> = BTreeMap::new();
         for round in 0..self.options.trials {
             for (slot, variant) in case.variants.iter().enumerate() {
+                self.prime_for(*variant, case).with_context(what)?;
                 let before = match variant {
                     Variant::Ours => Some(self.gateway_counters()?),
                     _ => None,
                 };
-                let sample = self.trial(*variant, &template, trial)?;
+                let sample = self.trial(*variant, how, &template, trial)?;
                 if let Some(before) = before {
                     for (name, value) in self.gateway_counters()? {
                         let delta = value - before.get(&name).copied().unwrap_or(0);
@@ -522,35 +712,55 @@ impl Bench {
                     }
                 }
                 eprintln!(
-                    "  {} {} flows={} {:<9} trial {}: {:6.3} Mpps delivered, {:6.3} Mpps sent",
+                    "  {} {} flows={} {:<9} trial {}: {:6.3} Mpps {}, {:6.3} Mpps sent",
                     case.scenario,
                     case.case,
                     spec.flows,
                     variant.name(),
                     round + 1,
                     sample.delivered_mpps(),
+                    case.metric.name(),
                     sample.sent_mpps()
                 );
-                ensure!(
-                    sample.delivered > 0,
-                    "{} {} ({} flows), {}: no packet reached the sink ({} sent)",
-                    case.scenario,
-                    case.case,
-                    spec.flows,
-                    variant.name(),
-                    sample.sent
-                );
+                match case.metric {
+                    Metric::Delivered => ensure!(
+                        sample.delivered > 0,
+                        "{}, {}: no packet reached the sink ({} sent)",
+                        what(),
+                        variant.name(),
+                        sample.sent
+                    ),
+                    Metric::Dropped => {
+                        ensure!(
+                            sample.delivered > 0,
+                            "{}, {}: nothing was dropped ({} sent)",
+                            what(),
+                            variant.name(),
+                            sample.sent
+                        );
+                        ensure!(
+                            sample.reached_sink == 0,
+                            "{}, {}: {} unsolicited packets reached the sink",
+                            what(),
+                            variant.name(),
+                            sample.reached_sink
+                        );
+                    }
+                }
                 samples[slot].push(sample);
             }
         }
         if case.variants.contains(&Variant::Ours) {
-            check_gateway_handled(&counters).with_context(|| {
-                format!("{} {} ({} flows)", case.scenario, case.case, spec.flows)
-            })?;
+            match case.metric {
+                Metric::Delivered => check_gateway_handled(&counters),
+                Metric::Dropped => check_gateway_dropped(&counters),
+            }
+            .with_context(what)?;
         }
         let mut variants = Vec::new();
         for (slot, variant) in case.variants.iter().enumerate() {
-            let (program_ns, cycles) = self.profile(*variant, &template, trial)?;
+            self.prime_for(*variant, case).with_context(what)?;
+            let (program_ns, cycles) = self.profile(*variant, how, &template, trial)?;
             let of = |f: fn(&Sample) -> f64| {
                 Summary::of(&samples[slot].iter().map(f).collect::<Vec<_>>()).unwrap_or_default()
             };
@@ -588,6 +798,8 @@ impl Bench {
             scenario: case.scenario.into(),
             case: case.case.clone(),
             label: case.label.clone(),
+            direction: case.direction.name().into(),
+            metric: case.metric.name().into(),
             flows: spec.flows,
             frame_len: spec.frame_len(),
             variants,
@@ -648,7 +860,7 @@ impl Bench {
         &mut self,
         f: impl FnOnce(&Bench, &Xdp) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        self.set_variant(Variant::Kernel)?;
+        self.set_variant(Variant::Kernel, Direction::Outbound)?;
         let mut gateway = self.gateway.take().context("the gateway is not loaded")?;
         let result = gateway
             .dataplane
@@ -657,6 +869,63 @@ impl Bench {
         self.gateway = Some(gateway);
         result
     }
+}
+
+/// Sends `frames` out of `socket` (see [`Bench::prime`]), at most a window ahead of what the
+/// sinks have counted; a round that loses frames is sent again, up to a few times.
+fn send_all(
+    programs: &BenchPrograms,
+    socket: &PacketSocket,
+    frames: &[Vec<u8>],
+) -> anyhow::Result<()> {
+    const WINDOW: u64 = 128;
+    const ROUNDS: usize = 5;
+    // Everything the sinks count: the generator's port or not.
+    let at_sinks = || -> anyhow::Result<u64> {
+        let (packets, _, other) = programs.sink()?;
+        Ok(packets + other)
+    };
+    let total = frames.len() as u64;
+    'rounds: for _ in 0..ROUNDS {
+        check_stop()?;
+        let start = at_sinks()?;
+        let arrived = || -> anyhow::Result<u64> { Ok(at_sinks()?.saturating_sub(start)) };
+        for (sent, frame) in frames.iter().enumerate() {
+            let sent = sent as u64;
+            if sent.is_multiple_of(32)
+                && wait_until(sent.saturating_sub(WINDOW), arrived)? + WINDOW < sent
+            {
+                // Frames were lost: this round cannot complete.
+                continue 'rounds;
+            }
+            socket
+                .send(frame)
+                .with_context(|| format!("sending frame {sent} of {total}"))?;
+        }
+        if wait_until(total, arrived)? >= total {
+            return Ok(());
+        }
+    }
+    bail!("{total} frames did not all arrive at the far end in {ROUNDS} rounds")
+}
+
+/// Polls `arrived` until it reaches `target` or has not grown for 20 ms (what is missing is lost);
+/// returns its last value.
+fn wait_until(
+    target: u64,
+    mut arrived: impl FnMut() -> anyhow::Result<u64>,
+) -> anyhow::Result<u64> {
+    let mut last = arrived()?;
+    let mut since = Instant::now();
+    while last < target && since.elapsed() < Duration::from_millis(20) {
+        std::thread::sleep(Duration::from_micros(100));
+        let now = arrived()?;
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+    Ok(last)
 }
 
 /// The flow index of a generated frame, from its source address and port.
@@ -694,6 +963,23 @@ fn check_gateway_handled(counters: &BTreeMap<String, u64>) -> anyhow::Result<()>
     ensure!(
         (handed + dropped) * 100 <= received,
         "the gateway did not forward the benchmark traffic itself: {counters:?}"
+    );
+    Ok(())
+}
+
+/// For a flood: the gateway itself must have dropped the packets as unsolicited, not handed
+/// them to the kernel or dropped them for another reason.
+fn check_gateway_dropped(counters: &BTreeMap<String, u64>) -> anyhow::Result<()> {
+    let received = counters.get("rx_packets").copied().unwrap_or(0);
+    let unsolicited: u64 = counters
+        .iter()
+        .filter(|(name, _)| name.starts_with("drop_eigw_unsolicited_"))
+        .map(|(_, value)| value)
+        .sum();
+    ensure!(received > 0, "the gateway program saw no packet");
+    ensure!(
+        unsolicited * 100 >= received * 99,
+        "the gateway did not drop the flood as unsolicited: {counters:?}"
     );
     Ok(())
 }

@@ -14,6 +14,9 @@ use anyhow::{bail, ensure};
 pub const BENCH_PORT: u16 = 9;
 /// The first source port.
 pub const FIRST_SOURCE_PORT: u16 = 1024;
+/// TCP flags of the generated segments: ACK (an established flow) or SYN (a connection attempt).
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_SYN: u8 = 0x02;
 
 use super::Protocol;
 
@@ -53,6 +56,8 @@ pub struct FrameSpec {
     /// Requested frame length without FCS; raised to the headers' length when smaller.
     pub size: usize,
     pub ttl: u8,
+    /// TCP flags ([`TCP_ACK`] or [`TCP_SYN`]); ignored for UDP.
+    pub tcp_flags: u8,
     /// Flow count (a power of two) and how many of its low bits pick the source address.
     pub flows: u32,
     pub addr_bits: u32,
@@ -116,13 +121,34 @@ impl FrameSpec {
     /// The whole frame of flow `index`, checksums computed from scratch.
     pub fn frame(&self, index: u32) -> Vec<u8> {
         let (src, src_port) = self.flow(index);
+        self.build(
+            (self.dst_mac, self.src_mac),
+            (src, src_port),
+            (self.dst, BENCH_PORT),
+        )
+    }
+
+    /// The frame going the other way in flow `index` (the reply to [`FrameSpec::frame`], or the
+    /// packet a reply answers): addresses and ports swapped, sent from `src_mac` to `dst_mac`.
+    pub fn reverse_frame(&self, index: u32, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
+        let (src, src_port) = self.flow(index);
+        self.build((dst_mac, src_mac), (self.dst, BENCH_PORT), (src, src_port))
+    }
+
+    /// A frame of this spec's protocol, size and TTL between two endpoints (address, port).
+    fn build(
+        &self,
+        (dst_mac, src_mac): ([u8; 6], [u8; 6]),
+        (src, src_port): (IpAddr, u16),
+        (dst, dst_port): (IpAddr, u16),
+    ) -> Vec<u8> {
         let len = self.frame_len();
         let l3_len = self.l3_len();
         let l4 = 14 + l3_len;
         let l4_len = len - l4;
         let mut frame = vec![0u8; len];
-        frame[0..6].copy_from_slice(&self.dst_mac);
-        frame[6..12].copy_from_slice(&self.src_mac);
+        frame[0..6].copy_from_slice(&dst_mac);
+        frame[6..12].copy_from_slice(&src_mac);
         // The payload is a recognisable pattern, never touched by anyone on the way.
         for (offset, byte) in frame[l4 + self.protocol.header_len()..]
             .iter_mut()
@@ -130,7 +156,7 @@ impl FrameSpec {
         {
             *byte = offset as u8;
         }
-        let pseudo = match (src, self.dst) {
+        let pseudo = match (src, dst) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => {
                 frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
                 let ip = &mut frame[14..34];
@@ -172,15 +198,15 @@ impl FrameSpec {
         {
             let transport = &mut frame[l4..];
             transport[0..2].copy_from_slice(&src_port.to_be_bytes());
-            transport[2..4].copy_from_slice(&BENCH_PORT.to_be_bytes());
+            transport[2..4].copy_from_slice(&dst_port.to_be_bytes());
             match self.protocol {
                 Protocol::Udp => {
                     transport[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
                 }
                 Protocol::Tcp => {
-                    // An established flow: ACK, data offset 5 words, some window.
+                    // Data offset 5 words, the spec's flags, some window.
                     transport[12] = 5 << 4;
-                    transport[13] = 0x10;
+                    transport[13] = self.tcp_flags;
                     transport[14..16].copy_from_slice(&0xffffu16.to_be_bytes());
                 }
             }
@@ -291,6 +317,7 @@ mod tests {
             protocol,
             size: 64,
             ttl: 64,
+            tcp_flags: TCP_ACK,
             flows,
             addr_bits,
         }
@@ -400,6 +427,53 @@ mod tests {
                     assert_eq!(u16::from_be_bytes([whole[24], whole[25]]), ip_check);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn reverse_frames_swap_the_endpoints() {
+        for spec in specs() {
+            let (src, port) = spec.flow(777);
+            let reply = spec.reverse_frame(777, [2, 0, 0, 0, 9, 1], [2, 0, 0, 0, 9, 2]);
+            assert_eq!(reply.len(), spec.frame_len());
+            assert_eq!(&reply[..12], &[2, 0, 0, 0, 9, 1, 2, 0, 0, 0, 9, 2]);
+            verify_checksums(&reply, spec.protocol).unwrap();
+            let packet = SlicedPacket::from_ethernet(&reply).unwrap();
+            let (reply_src, reply_dst) = match packet.net.unwrap() {
+                NetSlice::Ipv4(ip) => (
+                    IpAddr::V4(ip.header().source_addr()),
+                    IpAddr::V4(ip.header().destination_addr()),
+                ),
+                NetSlice::Ipv6(ip) => (
+                    IpAddr::V6(ip.header().source_addr()),
+                    IpAddr::V6(ip.header().destination_addr()),
+                ),
+                _ => panic!("not IP"),
+            };
+            assert_eq!((reply_src, reply_dst), (spec.dst, src));
+            let ports = match packet.transport.unwrap() {
+                TransportSlice::Udp(udp) => (udp.source_port(), udp.destination_port()),
+                TransportSlice::Tcp(tcp) => (tcp.source_port(), tcp.destination_port()),
+                _ => panic!("not TCP/UDP"),
+            };
+            assert_eq!(ports, (BENCH_PORT, port));
+        }
+    }
+
+    #[test]
+    fn syn_frames() {
+        let mut spec = specs()[1].clone();
+        assert_eq!(spec.protocol, Protocol::Tcp);
+        spec.tcp_flags = TCP_SYN;
+        let frame = spec.frame(3);
+        verify_checksums(&frame, Protocol::Tcp).unwrap();
+        match SlicedPacket::from_ethernet(&frame)
+            .unwrap()
+            .transport
+            .unwrap()
+        {
+            TransportSlice::Tcp(tcp) => assert!(tcp.syn() && !tcp.ack()),
+            _ => panic!("not TCP"),
         }
     }
 

@@ -23,7 +23,11 @@ mod stats;
 #[cfg(feature = "bench")]
 mod driver;
 #[cfg(feature = "bench")]
+mod inject;
+#[cfg(feature = "bench")]
 mod netns;
+#[cfg(feature = "bench")]
+mod nftables;
 #[cfg(feature = "bench")]
 mod perf;
 #[cfg(feature = "bench")]
@@ -269,6 +273,7 @@ fn run_in_process(options: Options) -> anyhow::Result<()> {
             protocol: options.protocol,
             size: options.packet_size,
             ttl: 64,
+            tcp_flags: frame::TCP_ACK,
             flows: 1,
             addr_bits: 0,
         }
@@ -285,6 +290,25 @@ fn run_in_process(options: Options) -> anyhow::Result<()> {
          the XDP program, not handed to the kernel."
             .to_string(),
     ];
+    notes.push(
+        "S4 (egress-only): the gateway config has an IPv6-only subnet whose default route is an \
+         egress-only internet gateway. S4a primes every flow before each trial of the stateful \
+         variants (ours, nftables): the instance's packet from the VPC side, then the internet's \
+         reply, sent one at a time through packet sockets and each checked to arrive, so both \
+         conntrack tables know the flow as established; the trial then sends from the VPC side \
+         (outbound) or from the internet side (replies, the generator runs in the sink namespace \
+         and the generator's namespace counts). S4a stops at 64k flows (priming 1M flows before \
+         every trial would dominate the run). nftables: Linux forwarding with `ct state \
+         established,related accept`, new connections only from the VPC side, policy drop."
+            .to_string(),
+    );
+    notes.push(
+        "S4b floods the egress-only subnet from the internet side with TCP SYNs from 64k source \
+         addresses (then ports); the rate is what each variant dropped per second by its own \
+         count (the gateway's drop counters, bench_drop's count, the nftables drop counter), and \
+         every trial checks that nothing reached the VPC side."
+            .to_string(),
+    );
     if bench.gateway_cpu.is_some() {
         notes.push(
             "With 2 vCPUs the sink's counting program shares the gateway's CPU, so every variant \
@@ -293,7 +317,7 @@ fn run_in_process(options: Options) -> anyhow::Result<()> {
         );
     }
     let report = Report {
-        schema: 1,
+        schema: 2,
         mode: mode.into(),
         started_unix,
         elapsed_seconds: started.elapsed().as_secs_f64(),

@@ -46,6 +46,28 @@ impl Netns {
         run(Command::new("ip").args(["-n", &self.name]).args(args))
     }
 
+    /// `ip -n NAME -batch -` with `commands` (one `ip` command a line) on its standard input.
+    pub fn ip_batch(&self, commands: &str) -> anyhow::Result<String> {
+        run_with_input(
+            Command::new("ip").args(["-n", &self.name, "-batch", "-"]),
+            commands,
+        )
+    }
+
+    /// `ip netns exec NAME args...` with `input` on its standard input, failing unless it exits 0.
+    pub fn exec_with_input<S: AsRef<OsStr>>(
+        &self,
+        args: impl IntoIterator<Item = S>,
+        input: &str,
+    ) -> anyhow::Result<String> {
+        run_with_input(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .args(args),
+            input,
+        )
+    }
+
     /// `ip netns exec NAME args...`, failing unless it exits 0.
     pub fn exec<S: AsRef<OsStr>>(
         &self,
@@ -132,6 +154,43 @@ pub fn remove_stale() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs a command with `input` on its stdin; fails with its stderr unless it exits 0; returns
+/// stdout.
+pub fn run_with_input(command: &mut Command, input: &str) -> anyhow::Result<String> {
+    use std::io::Write as _;
+
+    let shown = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {shown}"))?;
+    let written = child
+        .stdin
+        .take()
+        .context("no stdin pipe")
+        .and_then(|mut stdin| {
+            stdin
+                .write_all(input.as_bytes())
+                .with_context(|| format!("writing the input of {shown}"))
+        });
+    // Waited for even when writing failed: no zombie is left behind.
+    let output = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for {shown}"))?;
+    // A command that failed usually stopped reading: its own error says why.
+    if !output.status.success() {
+        bail!(
+            "{shown} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    written?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Runs a command with stdin closed; fails with its stderr unless it exits 0; returns stdout.

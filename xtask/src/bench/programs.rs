@@ -216,6 +216,11 @@ impl BenchPrograms {
             .sum())
     }
 
+    /// Frames `bench_drop` has dropped so far.
+    pub fn dropped(&self) -> anyhow::Result<u64> {
+        self.per_cpu_sum("BENCH_DROPPED", 0)
+    }
+
     /// Frames the generator has produced so far.
     pub fn generated(&self) -> anyhow::Result<u64> {
         self.per_cpu_sum("BENCH_GENERATED", 0)

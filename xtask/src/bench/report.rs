@@ -97,6 +97,12 @@ pub struct Throughput {
     pub case: String,
     /// Short label for the chart.
     pub label: String,
+    /// "outbound" (generator on the VPC side) or "inbound" (generator on the internet side).
+    pub direction: String,
+    /// "delivered": the variants' rates are packets delivered at the far end; "dropped": packets
+    /// the device under test dropped (a flood that must not get through; nothing reached the far
+    /// end in any trial).
+    pub metric: String,
     pub flows: u32,
     pub frame_len: usize,
     pub variants: Vec<VariantRun>,
@@ -107,10 +113,10 @@ pub struct Throughput {
 
 #[derive(Debug, Serialize)]
 pub struct VariantRun {
-    /// "ours", "fwd_limit", "kernel", ...
+    /// "ours", "fwd_limit", "kernel", "nftables", "drop".
     pub name: String,
     pub description: String,
-    /// Delivered at the sink.
+    /// Delivered at the sink; for the "dropped" metric, dropped by the device under test.
     pub delivered_mpps: Summary,
     pub delivered_mpps_trials: Vec<f64>,
     /// Produced by the generator (what the device under test was offered).
@@ -192,7 +198,9 @@ impl Report {
             "ours" => 0,
             "fwd_limit" => 1,
             "kernel" => 2,
-            _ => 3,
+            "nftables" => 3,
+            "drop" => 4,
+            _ => 5,
         };
         names.sort_by_key(rank);
         names
@@ -244,7 +252,10 @@ impl Report {
 
         let names = self.variant_names();
         if !self.throughput.is_empty() {
-            let _ = writeln!(out, "## Throughput (Mpps delivered)\n");
+            let _ = writeln!(
+                out,
+                "## Throughput (Mpps delivered; drop-rate cases: Mpps dropped)\n"
+            );
             let _ = write!(out, "| Scenario | Case | Flows |");
             for name in &names {
                 let _ = write!(out, " {name} |");
@@ -260,7 +271,7 @@ impl Report {
                     out,
                     "| {} | {} | {} |",
                     row.scenario,
-                    row.case,
+                    row.case_with_metric(),
                     flows_label(row.flows)
                 );
                 for name in &names {
@@ -284,6 +295,41 @@ impl Report {
                 }
             }
             out.push('\n');
+            let offered_limited: Vec<String> = self
+                .throughput
+                .iter()
+                .flat_map(|row| {
+                    row.variants
+                        .iter()
+                        .filter(|variant| variant.loss.median < 0.05)
+                        .map(move |variant| {
+                            format!(
+                                "{} {} ({}): {}",
+                                row.scenario,
+                                row.case,
+                                flows_label(row.flows),
+                                variant.name
+                            )
+                        })
+                })
+                .collect();
+            if !offered_limited.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "Took nearly everything the generator offered (median loss under 5%), so the \
+                     generator, not the device under test, set these rates: their capacity is at \
+                     least this, and ratios against them are upper bounds: {}.\n",
+                    offered_limited.join("; ")
+                );
+            }
+            if self.throughput.iter().any(|row| row.metric == "dropped") {
+                out.push_str(
+                    "Drop-rate cases: the rate is what the device under test dropped per second \
+                     (ours: the gateway's drop counters; drop: `bench_drop`'s count; nftables: the \
+                     ruleset's drop counter); the loss column is what the veth ring refused before \
+                     it got there. No packet of these cases reached the far end.\n\n",
+                );
+            }
 
             let _ = writeln!(out, "## Ratios against the targets\n");
             out.push_str("| Scenario | Case | Flows | Ratio | Median [range] | Target | Met |\n");
@@ -294,7 +340,7 @@ impl Report {
                         out,
                         "| {} | {} | {} | {} / {} | {:.2} [{:.2}–{:.2}] | {} | {} |",
                         row.scenario,
-                        row.case,
+                        row.case_with_metric(),
                         flows_label(row.flows),
                         ratio.numerator,
                         ratio.denominator,
@@ -333,7 +379,7 @@ impl Report {
                         out,
                         "| {} | {} | {} | {} | {} | {} |",
                         row.scenario,
-                        row.case,
+                        row.case_with_metric(),
                         flows_label(row.flows),
                         variant.name,
                         variant
@@ -438,7 +484,7 @@ impl Report {
                 .configure_mesh()
                 .disable_x_mesh()
                 .x_labels(0)
-                .y_desc("Mpps (median, min–max)")
+                .y_desc("Mpps delivered or dropped (median, min–max)")
                 .draw()
                 .map_err(plot_error)?;
             let bar = 0.8 / names.len().max(1) as f64;
@@ -448,6 +494,8 @@ impl Report {
                     "ours" => RGBColor(31, 119, 180).to_rgba(),
                     "fwd_limit" => RGBColor(44, 160, 44).to_rgba(),
                     "kernel" => RGBColor(127, 127, 127).to_rgba(),
+                    "nftables" => RGBColor(214, 39, 40).to_rgba(),
+                    "drop" => RGBColor(255, 127, 14).to_rgba(),
                     _ => color,
                 };
                 let bars: Vec<(f64, &VariantRun)> = self
@@ -529,6 +577,17 @@ impl Report {
     }
 }
 
+impl Throughput {
+    /// The case as the tables show it: drop-rate cases say so.
+    fn case_with_metric(&self) -> String {
+        if self.metric == "dropped" {
+            format!("{} (Mpps dropped)", self.case)
+        } else {
+            self.case.clone()
+        }
+    }
+}
+
 fn plot_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {
     anyhow::anyhow!("drawing the chart: {error:?}")
 }
@@ -594,22 +653,48 @@ mod tests {
                 gateway_cpu: Some(1),
                 notes: vec![],
             },
-            throughput: vec![Throughput {
-                scenario: "S3".into(),
-                case: "IPv4 1:1 NAT outbound".into(),
-                label: "S3 v4 1k".into(),
-                flows: 1024,
-                frame_len: 64,
-                variants: vec![variant("ours", 5.0), variant("fwd_limit", 6.0)],
-                ratios: vec![RatioRow {
-                    numerator: "ours".into(),
-                    denominator: "fwd_limit".into(),
-                    ratio: Ratio::of(&[5.0], &[6.0]).unwrap(),
-                    target: Some(0.85),
-                    met: Some(false),
-                }],
-                gateway_counters: BTreeMap::new(),
-            }],
+            throughput: vec![
+                Throughput {
+                    scenario: "S3".into(),
+                    case: "IPv4 1:1 NAT outbound".into(),
+                    label: "S3 v4 1k".into(),
+                    direction: "outbound".into(),
+                    metric: "delivered".into(),
+                    flows: 1024,
+                    frame_len: 64,
+                    variants: vec![variant("ours", 5.0), variant("fwd_limit", 6.0)],
+                    ratios: vec![RatioRow {
+                        numerator: "ours".into(),
+                        denominator: "fwd_limit".into(),
+                        ratio: Ratio::of(&[5.0], &[6.0]).unwrap(),
+                        target: Some(0.85),
+                        met: Some(false),
+                    }],
+                    gateway_counters: BTreeMap::new(),
+                },
+                Throughput {
+                    scenario: "S4b".into(),
+                    case: "unsolicited inbound TCP SYN flood".into(),
+                    label: "S4b SYN 64k (drops)".into(),
+                    direction: "inbound".into(),
+                    metric: "dropped".into(),
+                    flows: 65536,
+                    frame_len: 74,
+                    variants: vec![variant("ours", 1.0), {
+                        let mut drop = variant("drop", 6.0);
+                        drop.loss = Summary::default();
+                        drop
+                    }],
+                    ratios: vec![RatioRow {
+                        numerator: "ours".into(),
+                        denominator: "drop".into(),
+                        ratio: Ratio::of(&[1.0], &[6.0]).unwrap(),
+                        target: Some(0.8),
+                        met: Some(false),
+                    }],
+                    gateway_counters: BTreeMap::new(),
+                },
+            ],
             program_cost: Some(ProgramCost {
                 method: "m".into(),
                 empty_ns: summary(30.0),
@@ -645,6 +730,11 @@ mod tests {
         assert!(text.contains("| IGW IPv4 outbound | XDP_REDIRECT |"));
         assert!(text.contains("not yet supported by the dataplane"));
         assert!(text.contains("not supported (no PMU)"));
+        assert!(text.contains(
+            "| S4b | unsolicited inbound TCP SYN flood (Mpps dropped) | 64k | 1.00 [0.90–1.10] | — |"
+        ));
+        assert!(text.contains("| ours / drop | 0.17 [0.17–0.17] | ≥ 0.8 | **no** |"));
+        assert!(text.contains("S4b unsolicited inbound TCP SYN flood (64k): drop"));
     }
 
     #[test]
@@ -652,6 +742,7 @@ mod tests {
         let svg = report().svg().unwrap();
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("S3 v4 1k"));
+        assert!(svg.contains("S4b SYN 64k (drops)"));
         assert!(svg.contains("fwd_limit"));
         assert!(svg.contains("<rect"));
     }

@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 
 use super::{
     Protocol,
-    driver::{Bench, Case, Variant, check_stop},
-    frame::FrameSpec,
+    driver::{Bench, Case, Direction, Metric, Priming, Variant, check_stop},
+    frame::{FrameSpec, TCP_ACK, TCP_SYN},
     programs::{self, XDP_DROP, XDP_PASS, XDP_REDIRECT},
     report::{NotMeasured, PathCost, ProgramCost, Throughput, flows_label},
     stats::Summary,
@@ -76,6 +76,7 @@ fn ipv4_outbound(bench: &Bench, flows: u32) -> FrameSpec {
         protocol: bench.options.protocol,
         size: bench.options.packet_size,
         ttl: 64,
+        tcp_flags: TCP_ACK,
         flows,
         addr_bits: addr_bits(flows),
     }
@@ -97,6 +98,9 @@ fn s0_calibration(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<
         case: "calibration, IPv4".into(),
         label: format!("S0 v4 {}", flows_label(flows)),
         spec: ipv4_outbound(bench, flows),
+        direction: Direction::Outbound,
+        metric: Metric::Delivered,
+        priming: None,
         variants: vec![Variant::FwdLimit, Variant::Kernel],
         ratios: vec![(Variant::FwdLimit, Variant::Kernel, None)],
     };
@@ -152,6 +156,9 @@ fn s3_internet_gateway(bench: &mut Bench, findings: &mut Findings) -> anyhow::Re
                 case: name.into(),
                 label: format!("S3 {short} {}", flows_label(flows)),
                 spec: spec(bench, flows),
+                direction: Direction::Outbound,
+                metric: Metric::Delivered,
+                priming: None,
                 variants: vec![Variant::Ours, Variant::FwdLimit, Variant::Kernel],
                 ratios: vec![
                     (Variant::Ours, Variant::FwdLimit, Some(0.85)),
@@ -164,14 +171,120 @@ fn s3_internet_gateway(bench: &mut Bench, findings: &mut Findings) -> anyhow::Re
     Ok(())
 }
 
-fn s4_egress_only(_bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
-    not_yet(
-        findings,
-        "S4",
-        "not yet measured: the egress-only gateway landed in the dataplane while this benchmark \
-         was written; its scenario (nftables ct-state baseline, inbound flood vs bench_drop) is the \
-         next function to fill in",
-    )
+/// The egress-only subnet's instances -> one internet host (from the VPC side).
+fn egress_only_outbound(bench: &Bench, flows: u32) -> FrameSpec {
+    FrameSpec {
+        src: v6(topology::FIRST_EGRESS_ONLY_V6),
+        dst: v6(topology::INTERNET_HOST_V6),
+        addr_bits: flows.min(topology::EGRESS_ONLY_HOSTS).trailing_zeros(),
+        ..ipv4_outbound(bench, flows)
+    }
+}
+
+/// Internet hosts (up to 64k addresses, then ports) -> one instance of the egress-only subnet
+/// (from the internet side).
+fn egress_only_inbound(bench: &Bench, flows: u32) -> FrameSpec {
+    FrameSpec {
+        dst_mac: topology::INET_MAC,
+        src_mac: topology::SINK_MAC,
+        src: v6(topology::INTERNET_HOST_V6),
+        dst: v6(topology::FIRST_EGRESS_ONLY_V6),
+        addr_bits: flows.min(1 << 16).trailing_zeros(),
+        ..ipv4_outbound(bench, flows)
+    }
+}
+
+/// The most flows S4a primes: every flow's packets are sent one by one before each trial.
+const S4A_MAX_FLOWS: u32 = 1 << 16;
+
+fn s4_egress_only(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
+    let flow_counts = bench.options.flows.clone();
+    // S4a: established flows, both ways. Every flow is primed before each trial of the
+    // variants that track flows: the instance's packet, then the internet's reply, so that the
+    // gateway's and the kernel's conntrack know it as established.
+    for direction in [Direction::Outbound, Direction::Inbound] {
+        for &flows in flow_counts.iter().filter(|&&flows| flows <= S4A_MAX_FLOWS) {
+            check_stop()?;
+            bench.fresh_gateway()?;
+            let (spec, priming, name, short) = match direction {
+                Direction::Outbound => {
+                    let spec = egress_only_outbound(bench, flows);
+                    let priming = Priming {
+                        outbound: (0..flows).map(|index| spec.frame(index)).collect(),
+                        inbound: (0..flows)
+                            .map(|index| {
+                                spec.reverse_frame(index, topology::INET_MAC, topology::SINK_MAC)
+                            })
+                            .collect(),
+                    };
+                    (
+                        spec,
+                        priming,
+                        "egress-only IPv6 established, outbound",
+                        "out",
+                    )
+                }
+                Direction::Inbound => {
+                    let spec = egress_only_inbound(bench, flows);
+                    let priming = Priming {
+                        outbound: (0..flows)
+                            .map(|index| {
+                                spec.reverse_frame(index, topology::VPC_MAC, topology::GEN_MAC)
+                            })
+                            .collect(),
+                        inbound: (0..flows).map(|index| spec.frame(index)).collect(),
+                    };
+                    (
+                        spec,
+                        priming,
+                        "egress-only IPv6 established, replies (inbound)",
+                        "in",
+                    )
+                }
+            };
+            let case = Case {
+                scenario: "S4a",
+                case: name.into(),
+                label: format!("S4a {short} {}", flows_label(flows)),
+                spec,
+                direction,
+                metric: Metric::Delivered,
+                priming: Some(priming),
+                variants: vec![Variant::Ours, Variant::FwdLimit, Variant::Nftables],
+                ratios: vec![
+                    (Variant::Ours, Variant::Nftables, None),
+                    (Variant::Ours, Variant::FwdLimit, None),
+                ],
+            };
+            findings.throughput.push(bench.measure(&case)?);
+        }
+    }
+    // S4b: an unsolicited TCP SYN flood from many sources and ports; the rate is what each
+    // variant drops per second, and nothing may get through.
+    for &flows in flow_counts.iter().filter(|&&flows| flows >= 1 << 10) {
+        check_stop()?;
+        bench.fresh_gateway()?;
+        let case = Case {
+            scenario: "S4b",
+            case: "unsolicited inbound TCP SYN flood".into(),
+            label: format!("S4b SYN {} (drops)", flows_label(flows)),
+            spec: FrameSpec {
+                protocol: Protocol::Tcp,
+                tcp_flags: TCP_SYN,
+                ..egress_only_inbound(bench, flows)
+            },
+            direction: Direction::Inbound,
+            metric: Metric::Dropped,
+            priming: None,
+            variants: vec![Variant::Ours, Variant::Drop, Variant::Nftables],
+            ratios: vec![
+                (Variant::Ours, Variant::Drop, Some(0.8)),
+                (Variant::Ours, Variant::Nftables, None),
+            ],
+        };
+        findings.throughput.push(bench.measure(&case)?);
+    }
+    Ok(())
 }
 
 fn s5_program_cost(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
@@ -190,6 +303,7 @@ fn s5_program_cost(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result
             protocol: Protocol::Udp,
             size: 64,
             ttl: 64,
+            tcp_flags: TCP_ACK,
             flows: 1,
             addr_bits: 0,
         }
@@ -204,6 +318,18 @@ fn s5_program_cost(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result
         )
     };
     let (vpc, inet) = (bench.ifindex_vpc(), bench.ifindex_inet());
+    let egress_only = FrameSpec {
+        dst_mac: topology::VPC_MAC,
+        src_mac: topology::GEN_MAC,
+        src: v6(topology::FIRST_EGRESS_ONLY_V6),
+        dst: v6(topology::INTERNET_HOST_V6),
+        protocol: Protocol::Udp,
+        size: 64,
+        ttl: 64,
+        tcp_flags: TCP_ACK,
+        flows: 1,
+        addr_bits: 0,
+    };
     let first_public =
         topology::elastic_ip_of(topology::FIRST_PRIVATE).unwrap_or(Ipv4Addr::UNSPECIFIED);
     let paths: Vec<(&str, Vec<u8>, u32, u32)> = vec![
@@ -234,6 +360,34 @@ fn s5_program_cost(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result
             ),
             vpc,
             XDP_REDIRECT,
+        ),
+        // The outbound path runs first in every batch: it creates the flow the reply matches.
+        (
+            "EIGW IPv6 outbound (tracked flow)",
+            egress_only.frame(0),
+            vpc,
+            XDP_REDIRECT,
+        ),
+        (
+            "EIGW IPv6 reply (tracked flow)",
+            egress_only.reverse_frame(0, topology::INET_MAC, topology::SINK_MAC),
+            inet,
+            XDP_REDIRECT,
+        ),
+        (
+            "EIGW drop: unsolicited inbound TCP SYN",
+            FrameSpec {
+                dst_mac: topology::INET_MAC,
+                src_mac: topology::SINK_MAC,
+                src: v6(topology::INTERNET_HOST_V6),
+                dst: v6(topology::FIRST_EGRESS_ONLY_V6),
+                protocol: Protocol::Tcp,
+                tcp_flags: TCP_SYN,
+                ..egress_only.clone()
+            }
+            .frame(0),
+            inet,
+            XDP_DROP,
         ),
         (
             "IPv4 drop: no Elastic IP",

@@ -5,7 +5,12 @@
 //!  gen0  <== veth ==>  gwb-vpc [DUT]  gwb-inet  <== veth ==>  sink0 (bench_sink)
 //!  BPF_PROG_RUN        10.0.0.1/16    198.19.255.1/24          "internet router"
 //!  live frames, XDP_TX 2001:db8:1000:1::1/64                  198.19.255.2, 2001:db8:ffff::2
+//!  (bench_sink)        2001:db8:1000:2::1/64 (egress-only subnet)
 //! ```
+//!
+//! Most scenarios send from the generator namespace towards the internet. The egress-only
+//! scenario also sends the other way: the generator program then runs in the sink namespace
+//! (out of `sink0`), and `gen0` counts what arrives with the same sink program.
 //!
 //! The gateway namespace is a router in its own right (forwarding on, routes, static neighbours),
 //! so the same topology measures the kernel forwarding baseline with nothing attached. Every
@@ -46,6 +51,10 @@ pub const INTERNET_HOST: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 pub const INTERNET_HOST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xbeef, 0, 0, 0, 0, 1);
 /// First IPv6 source of the generator; flows add to the last 32 bits.
 pub const FIRST_SOURCE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x1000, 1, 0, 0, 1, 0);
+/// First instance of the subnet behind the egress-only internet gateway; flows add to the last 32
+/// bits, up to [`EGRESS_ONLY_HOSTS`] addresses (each with a static neighbour entry).
+pub const FIRST_EGRESS_ONLY_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x1000, 2, 0, 0, 1, 0);
+pub const EGRESS_ONLY_HOSTS: u32 = 1024;
 
 /// The three namespaces and their veths. Dropping it deletes everything.
 pub struct Topology {
@@ -131,6 +140,7 @@ impl Topology {
         }
         for (address, interface) in [
             ("2001:db8:1000:1::1/64", VPC_IF),
+            ("2001:db8:1000:2::1/64", VPC_IF),
             ("2001:db8:ffff::1/64", INET_IF),
         ] {
             gateway.ip(["-6", "addr", "add", address, "dev", interface, "nodad"])?;
@@ -172,23 +182,45 @@ impl Topology {
                 "permanent",
             ])?;
         }
+        // The instances behind the egress-only gateway: static too (the kernel baselines
+        // forward replies to them, and the gateway's FIB lookups must find them).
+        let mut batch = String::new();
+        for index in 0..EGRESS_ONLY_HOSTS {
+            let host = Ipv6Addr::from(u128::from(FIRST_EGRESS_ONLY_V6) + u128::from(index));
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                batch,
+                "neigh replace {host} lladdr {} dev {VPC_IF} nud permanent",
+                mac(GEN_MAC)
+            );
+        }
+        gateway
+            .ip_batch(&batch)
+            .context("static neighbours of the egress-only subnet")?;
         // GRO keeps the veth's NAPI instance alive without an XDP program, which is what lets
-        // XDP frames from the generator reach the kernel-forwarding baseline at all.
-        gateway.exec(["ethtool", "-K", VPC_IF, "gro", "on"])?;
+        // XDP frames from the generator reach the kernel-forwarding baseline at all (both ways:
+        // the egress-only scenario also sends from the internet side).
+        for interface in [VPC_IF, INET_IF] {
+            gateway.exec(["ethtool", "-K", interface, "gro", "on"])?;
+        }
         Ok(())
     }
 
-    /// Moves the gateway ingress veth's receive processing into a NAPI kernel thread pinned to
-    /// `cpu`, away from the generator's CPU. Without it the generator's own CPU runs the device
-    /// under test in softirq right after each batch, and the measured rate would be that of the
+    /// Moves the gateway veths' receive processing into NAPI kernel threads pinned to `cpu`,
+    /// away from the generator's CPU. Without it the generator's own CPU runs the device under
+    /// test in softirq right after each batch, and the measured rate would be that of the
     /// generator and the gateway together. Returns the number of threads pinned.
     pub fn isolate_gateway_rx(&self, cpu: usize) -> anyhow::Result<usize> {
-        self.gateway.exec([
-            "sh",
-            "-c",
-            &format!("echo 1 > /sys/class/net/{VPC_IF}/threaded"),
-        ])?;
-        pin_napi_threads(VPC_IF, cpu)
+        let mut pinned = 0;
+        for interface in [VPC_IF, INET_IF] {
+            self.gateway.exec([
+                "sh",
+                "-c",
+                &format!("echo 1 > /sys/class/net/{interface}/threaded"),
+            ])?;
+            pinned += pin_napi_threads(interface, cpu)?;
+        }
+        Ok(pinned)
     }
 }
 
@@ -249,7 +281,8 @@ pub fn pin(pid: libc::pid_t, cpu: usize) -> anyhow::Result<()> {
 }
 
 /// The gateway configuration of the benchmark, in the format users write: one subnet behind the
-/// internet gateway with [`ELASTIC_IPS`] Elastic IPs, IPv4 and IPv6 default routes to it.
+/// internet gateway with [`ELASTIC_IPS`] Elastic IPs, IPv4 and IPv6 default routes to it, and an
+/// IPv6-only subnet whose default route is an egress-only internet gateway.
 pub fn gateway_config() -> String {
     let mut text = String::from(
         r#"# Generated by `cargo xtask bench`.
@@ -273,12 +306,25 @@ ipv4_cidr = "10.0.0.0/16"
 ipv6_cidr = "2001:db8:1000:1::/64"
 route_table = "rtb-bench"
 
+# IPv6 only, behind the egress-only internet gateway (scenario S4).
+[[subnets]]
+id = "subnet-bench-egress-only"
+ipv6_cidr = "2001:db8:1000:2::/64"
+route_table = "rtb-bench-egress-only"
+
 [[route_tables]]
 id = "rtb-bench"
 routes = [
   { destination = "0.0.0.0/0", target = "igw-bench" },
   { destination = "::/0", target = "igw-bench" },
 ]
+
+[[route_tables]]
+id = "rtb-bench-egress-only"
+routes = [{ destination = "::/0", target = "eigw-bench" }]
+
+[[egress_only_internet_gateways]]
+id = "eigw-bench"
 
 [internet_gateway]
 id = "igw-bench"
@@ -320,6 +366,8 @@ mod tests {
     fn config_validates() {
         let config = gateway::config::Config::parse(&gateway_config(), "bench.toml")
             .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.egress_only_internet_gateways.len(), 1);
+        assert_eq!(config.subnets.len(), 2);
         let igw = config.internet_gateway.unwrap();
         assert_eq!(igw.elastic_ips.len(), ELASTIC_IPS as usize);
         assert_eq!(
