@@ -46,6 +46,28 @@ const ICMP_ECHO_REPLY: u16 = 0;
 const ICMP_ECHO_REQUEST: u16 = 8;
 const EEXIST: i32 = -17;
 
+/// What the out-of-line steps below [`outbound`] and [`inbound`] (hairpin, later fragments, ICMP
+/// errors) return when they have translated the packet: forward it from `work.src` to `work.dst`.
+/// The caller does, so the forwarding frame and the fast path's under it sit one frame higher
+/// on the 512-byte BPF stack. Never an XDP verdict.
+const FORWARD: u32 = u32::MAX;
+
+/// Forwards the packet a step below translated (it returned [`FORWARD`]), or returns its verdict.
+#[inline(always)]
+fn forward_if_asked(
+    ctx: &XdpContext,
+    packet: &Ipv4Packet,
+    ingress: u32,
+    work: &NatWork,
+    verdict: u32,
+) -> u32 {
+    if verdict == FORWARD {
+        forwarding::ipv4(ctx, packet, work.src, work.dst, ingress)
+    } else {
+        verdict
+    }
+}
+
 /// The NAT paths' per-CPU working state.
 #[repr(C)]
 pub struct NatWork {
@@ -802,10 +824,12 @@ pub fn outbound(
     work.subnet_index = subnet_index;
     work.now = now();
     if packet.later_fragment {
-        return later_fragment(ctx, packet, ingress, work, direction::EGRESS);
+        let verdict = later_fragment(ctx, packet, ingress, work, direction::EGRESS);
+        return forward_if_asked(ctx, packet, ingress, work, verdict);
     }
     if packet.icmp_error {
-        return icmp_error(ctx, packet, ingress, work, direction::EGRESS);
+        let verdict = icmp_error(ctx, packet, ingress, work, direction::EGRESS);
+        return forward_if_asked(ctx, packet, ingress, work, verdict);
     }
     if let Err(reason) = identify(ctx, packet, work, true) {
         return reject(packet, ingress, reason, subnet_index, direction::EGRESS);
@@ -829,7 +853,8 @@ pub fn outbound(
     }
     // SAFETY: plain data copied out.
     if unsafe { NAT_PUBLIC_IPS.get(packet.dst) }.is_some() {
-        return hairpin(ctx, packet, ingress, work);
+        let verdict = hairpin(ctx, packet, ingress, work);
+        return forward_if_asked(ctx, packet, ingress, work, verdict);
     }
     count(Counter::ForwardNatOutbound);
     count_bytes(
@@ -855,7 +880,8 @@ pub fn outbound(
 }
 
 /// A translated packet from inside addressed to one of the gateway's public endpoints: it goes
-/// back in through that endpoint's session, with the public source (RFC 4787 REQ-9).
+/// back in through that endpoint's session, with the public source (RFC 4787 REQ-9). Returns
+/// [`FORWARD`] once translated.
 #[inline(never)]
 fn hairpin(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, work: &mut NatWork) -> u32 {
     let subnet_index = work.subnet_index;
@@ -888,7 +914,8 @@ fn hairpin(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, work: &mut NatWo
         flow::endpoint(private, work.private_port),
         Handling::new(target::NAT_GATEWAY, direction::INTERNAL, None, subnet_index),
     );
-    forwarding::ipv4(ctx, packet, work.src, private, ingress)
+    work.dst = private;
+    FORWARD
 }
 
 /// IPv4 from the internet to public address of NAT gateway `gateway`.
@@ -906,10 +933,12 @@ pub fn inbound(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, gateway: u32
     work.subnet_index = u32::MAX;
     work.now = now();
     if packet.later_fragment {
-        return later_fragment(ctx, packet, ingress, work, direction::INGRESS);
+        let verdict = later_fragment(ctx, packet, ingress, work, direction::INGRESS);
+        return forward_if_asked(ctx, packet, ingress, work, verdict);
     }
     if packet.icmp_error {
-        return icmp_error(ctx, packet, ingress, work, direction::INGRESS);
+        let verdict = icmp_error(ctx, packet, ingress, work, direction::INGRESS);
+        return forward_if_asked(ctx, packet, ingress, work, verdict);
     }
     if let Err(reason) = identify(ctx, packet, work, false) {
         return reject(packet, ingress, reason, u32::MAX, direction::INGRESS);
@@ -960,6 +989,7 @@ pub fn inbound(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, gateway: u32
 
 /// A fragment other than the first: translated like the first fragment of its packet, whose
 /// translation `NAT_FRAGMENTS` holds; without it (it came first, or was never seen) dropped.
+/// Returns [`FORWARD`] once translated.
 #[inline(never)]
 fn later_fragment(
     ctx: &XdpContext,
@@ -1026,7 +1056,9 @@ fn later_fragment(
         flow::endpoint(dst, 0),
         Handling::new(target::NAT_GATEWAY, dir, None, subnet_index),
     );
-    forwarding::ipv4(ctx, packet, src, dst, ingress)
+    work.src = src;
+    work.dst = dst;
+    FORWARD
 }
 
 /// The head of an ICMP error: its header and the quoted IPv4 header.
@@ -1039,7 +1071,7 @@ struct IcmpErrorHead {
 /// An ICMP error about a NAT session (RFC 5508): from the internet (`INGRESS`, the quoted packet
 /// left with the public source) or from a private host (`EGRESS`, the quoted packet arrived at
 /// its private destination). The quoted packet is translated back, then the outer address.
-/// Errors never create, refresh or delete sessions.
+/// Errors never create, refresh or delete sessions. Returns [`FORWARD`] once translated.
 #[inline(never)]
 fn icmp_error(
     ctx: &XdpContext,
@@ -1097,7 +1129,7 @@ fn icmp_error(
         flow::endpoint(work.dst, packet.dst_port),
         Handling::new(target::NAT_GATEWAY, dir, None, work.subnet_index),
     );
-    forwarding::ipv4(ctx, packet, work.src, work.dst, ingress)
+    FORWARD
 }
 
 /// Finds the live session of the packet an ICMP error quotes. Inbound: the quoted packet is
