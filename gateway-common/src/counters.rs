@@ -85,6 +85,7 @@ counters! {
     DropEigwUnsolicitedOther => "drop_eigw_unsolicited_other", "other protocol from the internet without a tracked flow";
     DropEigwIcmpErrorNoFlow => "drop_eigw_icmp_error_no_flow", "ICMPv6 error from the internet quoting a packet of no tracked flow";
     DropEigwFragment => "drop_eigw_fragment", "IPv6 non-first fragment from the internet to an egress-only subnet (no ports to match; see README)";
+    FlowLogRejectsSkipped => "flow_log_rejects_skipped", "dropped packets of new flows not given a REJECT flow-log record: more than 4096 new rejected flows per second on one CPU (a flood or scan); the drops are counted all the same";
     FlowTableFull => "flow_table_full", "a flow entry could not be created (kernel out of memory): the packet was forwarded but not logged";
 
     ForwardNatOutbound => "forward_nat_outbound", "IPv4 from a private subnet through a NAT gateway, source translated to a public address and port";

@@ -14,7 +14,7 @@ use gateway_common::{
 
 use crate::{
     counters::count,
-    maps::{FLOW_SCRATCH, FLOWS},
+    maps::{FLOW_SCRATCH, FLOWS, REJECT_BUDGET},
     parsing::{Ipv4Packet, Ipv6Packet},
 };
 
@@ -203,6 +203,13 @@ fn account(
             // The entry was created by another CPU: this CPU's slot starts zeroed.
             (stats, false)
         }
+        // A flood of rejected packets from ever new sources (a scan) would otherwise push one new
+        // entry per packet through the LRU, evicting live flows' records at a high cost per
+        // packet: past a per-CPU budget per second, new REJECT flows are counted, not recorded.
+        None if handling.drop_reason() != 0 && !reject_record_allowed(now) => {
+            count(Counter::FlowLogRejectsSkipped);
+            return;
+        }
         // A new entry is assembled in a per-CPU scratch slot: the BPF stack is too small for it.
         None => match FLOW_SCRATCH.get_ptr_mut(0) {
             // SAFETY: per-CPU scratch slot, no concurrent writer on this CPU.
@@ -226,6 +233,29 @@ fn account(
     if inserted {
         count(Counter::FlowTableFull);
     }
+}
+
+/// New REJECT flow records each CPU may create per second.
+const REJECT_RECORDS_PER_SECOND: u64 = 4096;
+const SECOND_NS: u64 = 1_000_000_000;
+
+/// Takes one new REJECT record from this CPU's budget for the current second.
+#[inline(always)]
+fn reject_record_allowed(now: u64) -> bool {
+    let Some(budget) = REJECT_BUDGET.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+    let budget = unsafe { &mut *budget };
+    if now.wrapping_sub(budget.window_start_ns) >= SECOND_NS {
+        budget.window_start_ns = now;
+        budget.used = 0;
+    }
+    if budget.used >= REJECT_RECORDS_PER_SECOND {
+        return false;
+    }
+    budget.used += 1;
+    true
 }
 
 /// Writes a flow's first packet into a value slot.

@@ -97,3 +97,13 @@ pub static NAT_FRAGMENTS: LruHashMap<FragmentKey, FragmentTranslation> =
 /// Per-CPU working space of the NAT paths: keys and entries too big for the BPF stack.
 #[map(name = "NAT_WORK")]
 pub static NAT_WORK: PerCpuArray<NatWork> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's budget of new REJECT flow records for the current second (see flow.rs).
+#[map(name = "REJECT_BUDGET")]
+pub static REJECT_BUDGET: PerCpuArray<RejectBudget> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+pub struct RejectBudget {
+    pub window_start_ns: u64,
+    pub used: u64,
+}

@@ -1193,3 +1193,59 @@ fn per_path_cost_report() {
         empty_250.as_nanos()
     );
 }
+
+/// A scan from ever new ports must not churn the flow table: past 4096 new REJECT flows per
+/// second on a CPU, drops are still counted but get no flow record.
+#[test]
+fn a_flood_of_rejected_flows_is_counted_but_not_all_recorded() {
+    const PACKETS: u16 = 9000;
+    const BUDGET: u64 = 4096;
+    let mut gateway = TestGateway::new();
+    let before = gateway.counters();
+    let started = std::time::Instant::now();
+    for port in 0..PACKETS {
+        let frame = eth4(
+            FROM_INSTANCE,
+            ipv4(
+                &v4(INSTANCE_NO_EIP, REMOTE, 64),
+                tcp(10000 + port, 443),
+                PAYLOAD,
+            ),
+        );
+        let outcome = gateway.run(Side::Vpc, &frame);
+        assert_eq!(
+            outcome.verdict,
+            Verdict::Drop,
+            "packet from port {}",
+            10000 + port
+        );
+    }
+    let elapsed = started.elapsed();
+    let moved = counter_delta(&before, &gateway.counters());
+    let count = |counter: Counter| moved.get(counter.name()).copied().unwrap_or(0);
+    assert_eq!(
+        count(Counter::DropIgwNoPublicIpv4),
+        u64::from(PACKETS),
+        "every packet is dropped and counted: {moved:?}"
+    );
+    let recorded = gateway
+        .dataplane
+        .flows()
+        .unwrap_or_else(|error| panic!("reading the flows: {error:#}"))
+        .iter()
+        .filter(|(key, _)| key.action == action::REJECT)
+        .count() as u64;
+    // The budget is per CPU (the test thread may move between CPUs) and refills each second, so
+    // the run may span a few windows.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let windows = (elapsed.as_secs() + 2) * cpus;
+    assert_eq!(
+        recorded + count(Counter::FlowLogRejectsSkipped),
+        u64::from(PACKETS),
+        "each dropped flow is either recorded or counted as skipped: {moved:?}"
+    );
+    assert!(
+        recorded <= BUDGET * windows && recorded >= BUDGET.min(u64::from(PACKETS)),
+        "{recorded} REJECT records in {elapsed:?}: the budget is {BUDGET} per second per CPU"
+    );
+}
