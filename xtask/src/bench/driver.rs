@@ -489,16 +489,10 @@ impl Bench {
                 topology::boost(0).context("raising the generator's priority")?;
                 // SAFETY: pthread_self has no preconditions.
                 let _ = thread_tx.send(unsafe { libc::pthread_self() });
+                // An interrupted run (EINTR) is the stop signal once the window is taken; any
+                // other signal that lands on this thread before then just restarts the run.
                 while !stop.load(Ordering::Relaxed) {
-                    if let Err(error) =
-                        programs.generate_live(template, &ctx, GENERATOR_REPEAT, GENERATOR_BATCH)
-                    {
-                        // Interrupted on purpose (EINTR) once the window is taken.
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        return Err(error);
-                    }
+                    programs.generate_live(template, &ctx, GENERATOR_REPEAT, GENERATOR_BATCH)?;
                 }
                 Ok(())
             });
@@ -520,9 +514,9 @@ impl Bench {
             let generated = generator
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            let sample = measured?;
+            // The generator's own error says why a window failed when it stopped early.
             generated.context("the generator failed")?;
-            Ok(sample)
+            measured
         })
     }
 

@@ -259,24 +259,32 @@ impl BenchPrograms {
 
     /// Sends `repeat` frames in live-frames mode out of `ifindex` (must be called from a thread
     /// in the generator's namespace).
+    /// Runs the generator once in live-frames mode. `Ok(false)`: a signal interrupted the run
+    /// (EINTR) — the driver's own stop signal, or any other one the process received; the caller
+    /// decides whether to stop or to go on.
     pub fn generate_live(
         &self,
         template: &[u8],
         ctx: &[u8; 24],
         repeat: u32,
         batch: u32,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         // Live mode reports no verdict: the caller checks the generated and delivered counts.
-        self.program(GENERATOR)?
-            .test_run(TestRunOptions {
-                data_in: Some(template),
-                ctx_in: Some(ctx),
-                repeat,
-                attrs: TestRunAttrs::new().xdp_live_frames(batch),
-                ..TestRunOptions::default()
-            })
-            .context("BPF_PROG_RUN of the generator in live-frames mode")?;
-        Ok(())
+        let result = self.program(GENERATOR)?.test_run(TestRunOptions {
+            data_in: Some(template),
+            ctx_in: Some(ctx),
+            repeat,
+            attrs: TestRunAttrs::new().xdp_live_frames(batch),
+            ..TestRunOptions::default()
+        });
+        match result {
+            Ok(_) => Ok(true),
+            Err(aya::programs::ProgramError::SyscallError(aya::sys::SyscallError {
+                io_error,
+                ..
+            })) if io_error.raw_os_error() == Some(libc::EINTR) => Ok(false),
+            Err(error) => Err(error).context("BPF_PROG_RUN of the generator in live-frames mode"),
+        }
     }
 }
 
