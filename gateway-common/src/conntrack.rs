@@ -11,6 +11,13 @@
 pub mod kind {
     /// A flow through the egress-only internet gateway (no translation).
     pub const EGRESS_ONLY: u8 = 1;
+    /// A NAT44 session, keyed as it leaves: inside = private address and port, remote = the
+    /// destination. Holds the session's state and counters; `translated_*` is the public side.
+    pub const NAT44_OUT: u8 = 2;
+    /// The other half of a NAT44 session, keyed as replies arrive: inside = public address and
+    /// port, remote = the destination. `translated_*` is the private side; state lives in the
+    /// `NAT44_OUT` entry. Inserted and deleted together with it.
+    pub const NAT44_IN: u8 = 3;
 }
 
 /// Key of the `CONNTRACK` map.
@@ -85,6 +92,13 @@ pub struct ConnEntry {
     pub _pad: [u8; 2],
     /// Subnet index of the inside address (flow logs, `gateway conntrack`).
     pub subnet_index: u32,
+    /// NAT: the other side of the translation (see [`kind`]); zero for untranslated flows.
+    pub translated_addr: [u8; 16],
+    /// Host byte order (ICMP echo: the identifier).
+    pub translated_port: u16,
+    /// NAT: index of the NAT gateway in the config.
+    pub gateway: u8,
+    pub _pad2: [u8; 5],
 }
 
 /// TCP flag bits (byte 13 of the TCP header).
@@ -203,7 +217,7 @@ pub const fn tcp_initial_state(flags: u8) -> Option<u8> {
 }
 
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
-const _: () = assert!(core::mem::size_of::<ConnEntry>() == 56);
+const _: () = assert!(core::mem::size_of::<ConnEntry>() == 80);
 const _: () = assert!(core::mem::size_of::<Timeouts>() == 40);
 
 #[cfg(feature = "user")]

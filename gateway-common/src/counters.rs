@@ -87,6 +87,38 @@ counters! {
     DropEigwFragment => "drop_eigw_fragment", "IPv6 non-first fragment from the internet to an egress-only subnet (no ports to match; see README)";
     FlowLogRejectsSkipped => "flow_log_rejects_skipped", "dropped packets of new flows not given a REJECT flow-log record: more than 4096 new rejected flows per second on one CPU (a flood or scan); the drops are counted all the same";
     FlowTableFull => "flow_table_full", "a flow entry could not be created (kernel out of memory): the packet was forwarded but not logged";
+
+    ForwardNatOutbound => "forward_nat_outbound", "IPv4 from a private subnet through a NAT gateway, source translated to a public address and port";
+    ForwardNatInbound => "forward_nat_inbound", "IPv4 reply to a NAT session, destination translated back to the private address and port";
+    ForwardNatHairpin => "forward_nat_hairpin", "IPv4 from inside to a NAT gateway's public mapping, delivered inside with the public source (RFC 4787 REQ-9)";
+    NatConnectionAttempt => "nat_connection_attempt", "new NAT sessions asked for by a packet from inside (AWS ConnectionAttemptCount)";
+    NatConnectionEstablished => "nat_connection_established", "NAT sessions established: TCP on the answer to its SYN, UDP and ICMP when created (AWS ConnectionEstablishedCount)";
+    NatMappingCreated => "nat_mapping_created", "new public endpoints allocated (endpoint-independent mappings, or endpoint-dependent sessions)";
+    NatPortPreserved => "nat_port_preserved", "new public endpoints that kept the private source port";
+    NatPortProbes => "nat_port_probes", "ports found taken while allocating (retries of the bounded probe)";
+    NatErrorPortAllocation => "nat_error_port_allocation", "new NAT session refused: no free port on any public IP within the probe bound (AWS ErrorPortAllocation)";
+    NatIcmpErrorTranslatedInbound => "nat_icmp_error_translated_inbound", "ICMP error from the internet about a NAT session, translated back to the private host (RFC 5508)";
+    NatIcmpErrorTranslatedOutbound => "nat_icmp_error_translated_outbound", "ICMP error from a private host about a NAT session's reply, translated to the public side";
+    NatFragmentTranslated => "nat_fragment_translated", "later IPv4 fragment translated like the first fragment of its packet";
+    NatRstOnIdle => "nat_rst_on_idle", "TCP packet from inside on a timed-out NAT session answered with a RST (rst_on_idle_timeout)";
+    NatPacketsInFromSource => "nat_packets_in_from_source", "packets from private hosts to a NAT gateway (AWS PacketsInFromSource)";
+    NatBytesInFromSource => "nat_bytes_in_from_source", "bytes (IP) from private hosts to a NAT gateway (AWS BytesInFromSource)";
+    NatPacketsOutToDestination => "nat_packets_out_to_destination", "translated packets sent towards the internet (AWS PacketsOutToDestination)";
+    NatBytesOutToDestination => "nat_bytes_out_to_destination", "translated bytes sent towards the internet (AWS BytesOutToDestination)";
+    NatPacketsInFromDestination => "nat_packets_in_from_destination", "packets from the internet to a NAT gateway's public addresses (AWS PacketsInFromDestination)";
+    NatBytesInFromDestination => "nat_bytes_in_from_destination", "bytes from the internet to a NAT gateway's public addresses (AWS BytesInFromDestination)";
+    NatPacketsOutToSource => "nat_packets_out_to_source", "translated packets sent to private hosts (AWS PacketsOutToSource)";
+    NatBytesOutToSource => "nat_bytes_out_to_source", "translated bytes sent to private hosts (AWS BytesOutToSource)";
+    DropNatUnsolicitedTcpSyn => "drop_nat_unsolicited_tcp_syn", "TCP SYN from the internet to a NAT public address without a session (no inbound connections)";
+    DropNatUnsolicitedTcp => "drop_nat_unsolicited_tcp", "other TCP from the internet to a NAT public address without a session, or out of step with it";
+    DropNatUnsolicitedUdp => "drop_nat_unsolicited_udp", "UDP from the internet to a NAT public address without a session";
+    DropNatUnsolicitedIcmp => "drop_nat_unsolicited_icmp", "ICMP query from the internet to a NAT public address without a session (echo requests included)";
+    DropNatUnsolicitedOther => "drop_nat_unsolicited_other", "other protocol from the internet to a NAT public address";
+    DropNatUnsupportedProtocol => "drop_nat_unsupported_protocol", "from inside through a NAT gateway: not TCP, UDP, ICMP echo request or ICMP error";
+    DropNatIcmpErrorNoFlow => "drop_nat_icmp_error_no_flow", "ICMP error about no live NAT session (or not addressed to its endpoint): dropped (RFC 5508 REQ-4/5)";
+    DropNatFragmentOutOfOrder => "drop_nat_fragment_out_of_order", "later IPv4 fragment arriving before the first fragment of its packet (no ports to translate with; see README)";
+    DropNatTcpNoSession => "drop_nat_tcp_no_session", "TCP RST from inside without a NAT session: nothing to translate it with";
+    DropNatNoGateway => "drop_nat_no_gateway", "route to a NAT gateway the dataplane has no settings for (controller not ready)";
 }
 
 /// Number of counters; the size of the `COUNTERS` map.

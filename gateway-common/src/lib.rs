@@ -13,5 +13,6 @@ pub mod checksum;
 pub mod conntrack;
 pub mod counters;
 pub mod maps;
+pub mod nat;
 
 pub use counters::Counter;

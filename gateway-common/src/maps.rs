@@ -18,6 +18,10 @@ pub mod names {
     pub const FLOWS: &str = "FLOWS";
     pub const CONNTRACK: &str = "CONNTRACK";
     pub const CONNTRACK_TIMEOUTS: &str = "CONNTRACK_TIMEOUTS";
+    pub const NAT_GATEWAYS: &str = "NAT_GATEWAYS";
+    pub const NAT_PUBLIC_IPS: &str = "NAT_PUBLIC_IPS";
+    pub const NAT_MAPPINGS: &str = "NAT_MAPPINGS";
+    pub const NAT_FRAGMENTS: &str = "NAT_FRAGMENTS";
 }
 
 /// Name of the XDP entry program in the object.

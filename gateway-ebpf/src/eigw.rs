@@ -253,6 +253,10 @@ fn track_outbound(
         fin_seen: 0,
         _pad: [0; 2],
         subnet_index,
+        translated_addr: [0; 16],
+        translated_port: 0,
+        gateway: 0,
+        _pad2: [0; 5],
     };
     match conntrack::create(flow_key, &entry) {
         Ok(existing) => {

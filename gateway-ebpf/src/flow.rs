@@ -116,18 +116,25 @@ pub fn add_fast_path_packet(stats: &mut FlowStats, bytes: u16, tcp_flags: u8, no
     stats.tcp_flags |= aws_tcp_flags(tcp_flags);
 }
 
-/// Accounts an IPv4 packet that leaves with addresses `src` -> `dst` (as read from the packet,
-/// `u32::from_ne_bytes`).
+/// An IPv4 endpoint packed into one scalar for [`account_v4`]: the address as read from the
+/// packet (`u32::from_ne_bytes`) in the low 32 bits, the port (host order) above.
+#[inline(always)]
+pub fn endpoint(addr: [u8; 4], port: u16) -> u64 {
+    u32::from_ne_bytes(addr) as u64 | (port as u64) << 32
+}
+
+/// Accounts an IPv4 packet that leaves with endpoints `src` -> `dst` (see [`endpoint`]).
 #[inline(never)]
-pub fn account_v4(packet: &Ipv4Packet, ingress: u32, src: u32, dst: u32, handling: Handling) {
+pub fn account_v4(packet: &Ipv4Packet, ingress: u32, src: u64, dst: u64, handling: Handling) {
     let mut key = accepted_key_v4(packet, ingress);
     key.action = action_of(handling);
     account(
         &key,
         packet.total_length,
         aws_tcp_flags(packet.tcp_flags),
-        &widen(src.to_ne_bytes()),
-        &widen(dst.to_ne_bytes()),
+        &widen((src as u32).to_ne_bytes()),
+        &widen((dst as u32).to_ne_bytes()),
+        ((src >> 16) as u32 & 0xffff_0000) | (dst >> 32) as u32 & 0xffff,
         handling,
     );
 }
@@ -143,6 +150,7 @@ pub fn account_v6(packet: &Ipv6Packet, ingress: u32, handling: Handling) {
         aws_tcp_flags(packet.tcp_flags),
         &packet.src,
         &packet.dst,
+        ((packet.src_port as u32) << 16) | packet.dst_port as u32,
         handling,
     );
 }
@@ -168,6 +176,7 @@ fn action_of(handling: Handling) -> u8 {
     }
 }
 
+/// `ports`: the translated source port in the high 16 bits, the destination port in the low.
 #[inline(always)]
 fn account(
     key: &FlowKey,
@@ -175,6 +184,7 @@ fn account(
     tcp_flags: u8,
     translated_src: &[u8; 16],
     translated_dst: &[u8; 16],
+    ports: u32,
     handling: Handling,
 ) {
     // SAFETY: helper without side effects.
@@ -209,15 +219,18 @@ fn account(
     };
     fill(
         slot,
-        key,
         bytes,
         tcp_flags,
         now,
         translated_src,
         translated_dst,
+        ports,
         handling,
     );
-    if new_entry && FLOWS.insert(key, *slot, 0).is_err() {
+    // By reference: by value the 112-byte entry would be copied onto the stack.
+    #[expect(clippy::needless_borrows_for_generic_args, reason = "stack size")]
+    let inserted = new_entry && FLOWS.insert(key, &*slot, 0).is_err();
+    if inserted {
         count(Counter::FlowTableFull);
     }
 }
@@ -250,12 +263,12 @@ fn reject_record_allowed(now: u64) -> bool {
 #[expect(clippy::too_many_arguments, reason = "inlined; one call per slot kind")]
 fn fill(
     stats: &mut FlowStats,
-    key: &FlowKey,
     bytes: u16,
     tcp_flags: u8,
     now: u64,
     translated_src: &[u8; 16],
     translated_dst: &[u8; 16],
+    ports: u32,
     handling: Handling,
 ) {
     stats.packets = 1;
@@ -264,8 +277,8 @@ fn fill(
     stats.last_seen_ns = now;
     stats.translated_src = *translated_src;
     stats.translated_dst = *translated_dst;
-    stats.translated_src_port = key.src_port;
-    stats.translated_dst_port = key.dst_port;
+    stats.translated_src_port = (ports >> 16) as u16;
+    stats.translated_dst_port = ports as u16;
     stats.route_target = handling.route_target();
     stats.subnet_index = handling.subnet_index();
     stats.tcp_flags = tcp_flags;

@@ -199,8 +199,8 @@ fn account_translated(
     flow::account_v4(
         packet,
         ingress,
-        u32::from_ne_bytes(src),
-        u32::from_ne_bytes(dst),
+        flow::endpoint(src, packet.src_port),
+        flow::endpoint(dst, packet.dst_port),
         Handling::new(target::INTERNET_GATEWAY, flow_direction, None, subnet_index),
     );
 }

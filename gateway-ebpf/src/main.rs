@@ -18,6 +18,11 @@ mod flow;
 mod forwarding;
 mod igw;
 mod maps;
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "map keys and values are passed by reference to the per-CPU work area: by value they would be copied onto the 512-byte stack"
+)]
+mod nat44;
 mod parsing;
 mod routing;
 

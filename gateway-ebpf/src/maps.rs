@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use gateway_common::{
     conntrack::{ConnEntry, ConnKey, Timeouts},
@@ -12,7 +12,13 @@ use gateway_common::{
         FlowKey, FlowStats, InterfaceInfo, MAX_CONNTRACK, MAX_ELASTIC_IPS, MAX_FLOWS,
         MAX_INTERFACES, MAX_ROUTES, MAX_SUBNETS, RouteKeyV4, RouteKeyV6, RouteTarget, SubnetInfo,
     },
+    nat::{
+        FragmentKey, FragmentTranslation, MAX_NAT_FRAGMENTS, MAX_NAT_GATEWAYS, MAX_NAT_MAPPINGS,
+        NatGatewayInfo, NatMapping, NatMappingKey,
+    },
 };
+
+use crate::nat44::NatWork;
 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
@@ -66,6 +72,31 @@ pub static CONNTRACK: HashMap<ConnKey, ConnEntry> =
 /// The idle timeouts, one entry written by the controller from the config.
 #[map(name = "CONNTRACK_TIMEOUTS")]
 pub static CONNTRACK_TIMEOUTS: Array<Timeouts> = Array::with_max_entries(1, 0);
+
+/// The NAT gateways' settings, indexed by the gateway's index in the config.
+#[map(name = "NAT_GATEWAYS")]
+pub static NAT_GATEWAYS: Array<NatGatewayInfo> = Array::with_max_entries(MAX_NAT_GATEWAYS, 0);
+
+/// Public IPv4 address of a NAT gateway -> the gateway's index.
+#[map(name = "NAT_PUBLIC_IPS")]
+pub static NAT_PUBLIC_IPS: HashMap<[u8; 4], u32> =
+    HashMap::with_max_entries(MAX_NAT_GATEWAYS * 8, 0);
+
+/// Endpoint-independent mappings, both ways (see `gateway_common::nat`). Plain hash, explicit
+/// expiry by the controller, claimed with `BPF_NOEXIST`.
+#[map(name = "NAT_MAPPINGS")]
+pub static NAT_MAPPINGS: HashMap<NatMappingKey, NatMapping> =
+    HashMap::with_max_entries(MAX_NAT_MAPPINGS, BPF_F_NO_PREALLOC);
+
+/// First fragments' translations, for the later fragments of the same packet. An LRU: an
+/// evicted entry only costs the rest of one fragmented packet.
+#[map(name = "NAT_FRAGMENTS")]
+pub static NAT_FRAGMENTS: LruHashMap<FragmentKey, FragmentTranslation> =
+    LruHashMap::with_max_entries(MAX_NAT_FRAGMENTS, 0);
+
+/// Per-CPU working space of the NAT paths: keys and entries too big for the BPF stack.
+#[map(name = "NAT_WORK")]
+pub static NAT_WORK: PerCpuArray<NatWork> = PerCpuArray::with_max_entries(1, 0);
 
 /// This CPU's budget of new REJECT flow records for the current second (see flow.rs).
 #[map(name = "REJECT_BUDGET")]

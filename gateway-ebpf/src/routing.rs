@@ -14,7 +14,8 @@ use crate::{
     eigw,
     flow::{self, Handling},
     forwarding, igw,
-    maps::{ROUTES_V4, ROUTES_V6, SUBNETS_V4, SUBNETS_V6},
+    maps::{NAT_PUBLIC_IPS, ROUTES_V4, ROUTES_V6, SUBNETS_V4, SUBNETS_V6},
+    nat44,
     parsing::{Ipv4Packet, Ipv6Packet},
 };
 
@@ -83,8 +84,8 @@ pub fn reject_v4(
     flow::account_v4(
         packet,
         ingress,
-        u32::from_ne_bytes(packet.src),
-        u32::from_ne_bytes(packet.dst),
+        flow::endpoint(packet.src, packet.src_port),
+        flow::endpoint(packet.dst, packet.dst_port),
         handling,
     );
     drop(reason)
@@ -110,6 +111,10 @@ pub fn reject_v6(
 #[inline(always)]
 pub fn ipv4(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, facing_internet: bool) -> u32 {
     if facing_internet {
+        // SAFETY: plain data copied out.
+        if let Some(gateway) = unsafe { NAT_PUBLIC_IPS.get(packet.dst) }.copied() {
+            return nat44::inbound(ctx, packet, ingress, gateway);
+        }
         return igw::inbound_ipv4(ctx, packet, ingress);
     }
     let Some(subnet) = subnet_v4(packet.src) else {
@@ -127,6 +132,13 @@ pub fn ipv4(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, facing_internet
     match route.kind {
         target::LOCAL => forward_local_v4(ctx, packet, ingress, subnet.subnet_index),
         target::INTERNET_GATEWAY => igw::outbound_ipv4(ctx, packet, ingress, subnet.subnet_index),
+        target::NAT_GATEWAY => nat44::outbound(
+            ctx,
+            packet,
+            ingress,
+            subnet.subnet_index,
+            route.gateway_index,
+        ),
         target::BLACKHOLE => reject_v4(
             packet,
             ingress,
@@ -222,8 +234,8 @@ fn forward_local_v4(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, subnet_
     flow::account_v4(
         packet,
         ingress,
-        u32::from_ne_bytes(packet.src),
-        u32::from_ne_bytes(packet.dst),
+        flow::endpoint(packet.src, packet.src_port),
+        flow::endpoint(packet.dst, packet.dst_port),
         Handling::new(target::LOCAL, direction::INTERNAL, None, subnet_index),
     );
     // Counted once forwarded: a local route also covers the gateway's own addresses, which the

@@ -185,6 +185,22 @@ pub struct NatGateway {
     /// Inclusive source port range used for translation.
     pub port_range: (u16, u16),
     pub nat64_prefix: Option<Ipv6Net>,
+    /// How public endpoints are chosen (`mapping = "endpoint-independent"`, the default).
+    pub mapping: NatMappingMode,
+    /// AWS's behaviour: a packet from inside on a timed-out TCP connection gets a RST back.
+    pub rst_on_idle_timeout: bool,
+    /// Where to append one line per finished mapping (abuse tracing); `None`: no log.
+    pub mapping_log: Option<PathBuf>,
+}
+
+/// The NAT gateway's mapping behaviour (RFC 4787 section 4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NatMappingMode {
+    /// One public endpoint per private endpoint, whatever the destination (RFC 4787 REQ-1).
+    #[default]
+    EndpointIndependent,
+    /// A public port is reused towards different destinations (AWS's model: more capacity).
+    EndpointDependent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,6 +376,9 @@ struct RawNatGateway {
     public_ips: Option<At<Vec<At<String>>>>,
     port_range: Option<At<String>>,
     nat64_prefix: Option<At<String>>,
+    mapping: Option<At<String>>,
+    rst_on_idle_timeout: Option<At<bool>>,
+    mapping_log: Option<At<String>>,
 }
 
 struct RawEgressOnlyInternetGateway {
@@ -474,7 +493,15 @@ impl RawConfig {
             .table_array(
                 sink,
                 "nat_gateways",
-                &["id", "public_ips", "port_range", "nat64_prefix"],
+                &[
+                    "id",
+                    "public_ips",
+                    "port_range",
+                    "nat64_prefix",
+                    "mapping",
+                    "rst_on_idle_timeout",
+                    "mapping_log",
+                ],
             )
             .into_iter()
             .map(|table| RawNatGateway {
@@ -484,6 +511,9 @@ impl RawConfig {
                 public_ips: table.string_array(sink, "public_ips"),
                 port_range: table.string(sink, "port_range"),
                 nat64_prefix: table.string(sink, "nat64_prefix"),
+                mapping: table.string(sink, "mapping"),
+                rst_on_idle_timeout: table.boolean(sink, "rst_on_idle_timeout"),
+                mapping_log: table.string(sink, "mapping_log"),
             })
             .collect();
         let egress_only_internet_gateways = root
@@ -1132,11 +1162,41 @@ fn validate_nat_gateways(
         let nat64_prefix = nat
             .nat64_prefix
             .and_then(|text| check_nat64_prefix(sink, &text));
+        let mapping = match nat.mapping.as_ref().map(|text| text.value.as_str()) {
+            None | Some("endpoint-independent") => NatMappingMode::EndpointIndependent,
+            Some("endpoint-dependent") => NatMappingMode::EndpointDependent,
+            Some(other) => {
+                if let Some(text) = &nat.mapping {
+                    sink.report_at(
+                        text,
+                        format!(
+                            "unknown mapping {other:?}; expected \"endpoint-independent\" \
+                             (the default, RFC 4787) or \"endpoint-dependent\""
+                        ),
+                    );
+                }
+                NatMappingMode::EndpointIndependent
+            }
+        };
+        let mapping_log = nat.mapping_log.and_then(|text| {
+            if text.value.is_empty() || !text.value.starts_with('/') {
+                sink.report_at(
+                    &text,
+                    format!("mapping_log {:?} must be an absolute path", text.value),
+                );
+                None
+            } else {
+                Some(PathBuf::from(text.value))
+            }
+        });
         nat_gateways.push(NatGateway {
             id: nat.id.map(|id| id.value).unwrap_or_default(),
             public_ips,
             port_range,
             nat64_prefix,
+            mapping,
+            rst_on_idle_timeout: nat.rst_on_idle_timeout.is_some_and(|flag| flag.value),
+            mapping_log,
         });
     }
     nat_gateways
@@ -1162,14 +1222,19 @@ fn validate_egress_only_internet_gateways(
 }
 
 /// Refuses the route targets that this version parses but whose dataplane is not implemented
-/// yet. Implementing one of them means removing its arm here.
-fn refuse_unimplemented_target(target: RouteTarget, id: &str) -> Option<String> {
+/// yet: IPv6 to a NAT gateway (NAT64) for now. Implementing one means removing its arm here.
+fn refuse_unimplemented_target(
+    target: RouteTarget,
+    id: &str,
+    family: Option<Family>,
+) -> Option<String> {
     match target {
-        RouteTarget::NatGateway(_) => Some(format!(
-            "target {id} is a NAT gateway, which this version of the dataplane does not \
-             implement yet"
+        RouteTarget::NatGateway(_) if family == Some(Family::V6) => Some(format!(
+            "target {id} is a NAT gateway, which translates IPv4 only in this version (NAT64 is \
+             not implemented yet); route IPv6 through an internet or egress-only internet gateway"
         )),
-        RouteTarget::Local
+        RouteTarget::NatGateway(_)
+        | RouteTarget::Local
         | RouteTarget::Blackhole
         | RouteTarget::InternetGateway
         | RouteTarget::EgressOnlyInternetGateway(_) => None,
@@ -1277,7 +1342,9 @@ fn route_target(
             allowed = false;
         }
     }
-    if let Some(message) = refuse_unimplemented_target(target, &text.value) {
+    if let Some(message) =
+        refuse_unimplemented_target(target, &text.value, destination.as_ref().map(Family::of))
+    {
         sink.report_at(text, message);
         allowed = false;
     }
@@ -1760,6 +1827,9 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
                 ],
                 port_range: (1024, 65535),
                 nat64_prefix: Some("64:ff9b::/96".parse().unwrap()),
+                mapping: NatMappingMode::EndpointIndependent,
+                rst_on_idle_timeout: false,
+                mapping_log: None,
             }
         );
         assert_eq!(config.egress_only_internet_gateways[0].id, "eigw-main");
@@ -2400,16 +2470,57 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
     }
 
     #[test]
-    fn route_to_nat_gateway_is_not_implemented() {
+    fn route_to_nat_gateway_is_accepted_for_ipv4() {
         let text = with(
             "\"0.0.0.0/0\", target = \"igw-main\"",
             "\"0.0.0.0/0\", target = \"nat-a\"",
+        ) + "[[nat_gateways]]\nid = \"nat-a\"\npublic_ips = [\"198.51.100.1\"]\n\
+             mapping = \"endpoint-dependent\"\nrst_on_idle_timeout = true\n\
+             mapping_log = \"/var/log/nat.log\"\n";
+        let config = Config::parse(&text, "t.toml").expect("valid");
+        assert!(
+            config.route_tables[0]
+                .routes
+                .iter()
+                .any(|route| route.target == RouteTarget::NatGateway(0))
+        );
+        let nat = &config.nat_gateways[0];
+        assert_eq!(nat.mapping, NatMappingMode::EndpointDependent);
+        assert!(nat.rst_on_idle_timeout);
+        assert_eq!(nat.mapping_log, Some(PathBuf::from("/var/log/nat.log")));
+    }
+
+    #[test]
+    fn route_to_nat_gateway_is_refused_for_ipv6() {
+        let text = with(
+            "\"::/0\", target = \"igw-main\"",
+            "\"::/0\", target = \"nat-a\"",
         ) + "[[nat_gateways]]\nid = \"nat-a\"\npublic_ips = [\"198.51.100.1\"]\n";
         assert_problem(
             &text,
-            "\"nat-a\" }",
-            "route_tables[0].routes[0].target",
-            "target nat-a is a NAT gateway, which this version of the dataplane does not implement yet",
+            "\"::/0\", target = \"nat-a\"",
+            "route_tables[0].routes[1].target",
+            "target nat-a is a NAT gateway, which translates IPv4 only in this version (NAT64 is \
+             not implemented yet); route IPv6 through an internet or egress-only internet gateway",
+        );
+    }
+
+    #[test]
+    fn nat_gateway_options_are_checked() {
+        let text = plus(
+            "[[nat_gateways]]\nid = \"nat-a\"\npublic_ips = [\"198.51.100.1\"]\n\
+             mapping = \"full-cone\"\nrst_on_idle_timeout = \"yes\"\nmapping_log = \"nat.log\"\n",
+        );
+        let found = problems(&text);
+        let fields: Vec<&str> = found.iter().map(|problem| problem.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "nat_gateways[0].mapping",
+                "nat_gateways[0].rst_on_idle_timeout",
+                "nat_gateways[0].mapping_log"
+            ],
+            "{found:?}"
         );
     }
 
@@ -2431,12 +2542,23 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
     #[test]
     fn unimplemented_targets_resolve_to_their_gateways() {
         // The refusal is the only thing between these targets and the dataplane.
-        assert!(refuse_unimplemented_target(RouteTarget::NatGateway(0), "nat-a").is_some());
         assert!(
-            refuse_unimplemented_target(RouteTarget::EgressOnlyInternetGateway(0), "eigw-a")
+            refuse_unimplemented_target(RouteTarget::NatGateway(0), "nat-a", Some(Family::V6))
+                .is_some()
+        );
+        assert!(
+            refuse_unimplemented_target(RouteTarget::NatGateway(0), "nat-a", Some(Family::V4))
                 .is_none()
         );
-        assert!(refuse_unimplemented_target(RouteTarget::InternetGateway, "igw-a").is_none());
+        assert!(
+            refuse_unimplemented_target(
+                RouteTarget::EgressOnlyInternetGateway(0),
+                "eigw-a",
+                Some(Family::V6)
+            )
+            .is_none()
+        );
+        assert!(refuse_unimplemented_target(RouteTarget::InternetGateway, "igw-a", None).is_none());
         let ids = GatewayIds {
             by_id: HashMap::from([
                 ("nat-a".to_owned(), (GatewayKind::Nat(3), 1, String::new())),

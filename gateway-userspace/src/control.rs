@@ -22,6 +22,62 @@ pub struct StatsReply {
     pub tracked_flows: u64,
     /// Seconds since the controller started.
     pub uptime_seconds: u64,
+    /// The NAT gateway metrics under AWS's CloudWatch names (all NAT gateways together).
+    #[serde(default)]
+    pub nat: Vec<(String, u64)>,
+}
+
+/// The AWS NAT gateway metrics from the counters, the live session count and the idle timeouts.
+pub fn nat_metrics(
+    counters: &[(gateway_common::Counter, u64)],
+    active_connections: u64,
+    idle_timeouts: u64,
+) -> Vec<(String, u64)> {
+    use gateway_common::Counter as C;
+    let value = |wanted: C| {
+        counters
+            .iter()
+            .find(|(counter, _)| *counter == wanted)
+            .map_or(0, |(_, value)| *value)
+    };
+    let drops: u64 = counters
+        .iter()
+        .filter(|(counter, _)| {
+            counter.name().starts_with("drop_nat_") || *counter == C::NatErrorPortAllocation
+        })
+        .map(|(_, value)| value)
+        .sum();
+    [
+        ("ActiveConnectionCount", active_connections),
+        ("ConnectionAttemptCount", value(C::NatConnectionAttempt)),
+        (
+            "ConnectionEstablishedCount",
+            value(C::NatConnectionEstablished),
+        ),
+        ("ErrorPortAllocation", value(C::NatErrorPortAllocation)),
+        ("IdleTimeoutCount", idle_timeouts),
+        ("PacketsDropCount", drops),
+        ("BytesInFromSource", value(C::NatBytesInFromSource)),
+        (
+            "BytesInFromDestination",
+            value(C::NatBytesInFromDestination),
+        ),
+        ("BytesOutToDestination", value(C::NatBytesOutToDestination)),
+        ("BytesOutToSource", value(C::NatBytesOutToSource)),
+        ("PacketsInFromSource", value(C::NatPacketsInFromSource)),
+        (
+            "PacketsInFromDestination",
+            value(C::NatPacketsInFromDestination),
+        ),
+        (
+            "PacketsOutToDestination",
+            value(C::NatPacketsOutToDestination),
+        ),
+        ("PacketsOutToSource", value(C::NatPacketsOutToSource)),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value))
+    .collect()
 }
 
 /// One live connection-tracking entry, as `gateway conntrack` shows it.
@@ -31,8 +87,12 @@ pub struct ConntrackRow {
     pub protocol: String,
     /// Which gateway tracks it: "egress-only".
     pub gateway: String,
-    /// The VPC side, `address port` (ICMP echo: the identifier as the port).
+    /// The VPC side, `address port` (ICMP echo: the identifier as the port); for NAT, the private
+    /// endpoint.
     pub inside: String,
+    /// NAT: the public endpoint the private one is translated to.
+    #[serde(default)]
+    pub public: Option<String>,
     /// The internet side.
     pub remote: String,
     pub state: String,

@@ -15,10 +15,14 @@ use aya::{
 };
 use gateway_common::{
     Counter,
-    conntrack::{ConnEntry, ConnKey, Timeouts},
+    conntrack::{ConnEntry, ConnKey, Timeouts, kind},
     maps::{
         FlowKey, FlowStats, InterfaceInfo, RouteKeyV4, RouteKeyV6, RouteTarget, SubnetInfo,
         XDP_PROGRAM, names, role, target,
+    },
+    nat::{
+        MAX_NAT_GATEWAYS, MAX_PUBLIC_IPS, NatGatewayInfo, NatMapping, NatMappingKey, mapping,
+        mapping_mode,
     },
 };
 use ipnet::IpNet;
@@ -39,6 +43,29 @@ pub struct MapPlan {
     pub elastic_ips: Vec<([u8; 4], [u8; 4])>,
     /// Connection-tracking idle timeouts.
     pub timeouts: Timeouts,
+    /// The NAT gateways' settings, by index.
+    pub nat_gateways: Vec<NatGatewayInfo>,
+    /// (public address, NAT gateway index).
+    pub nat_public_ips: Vec<([u8; 4], u32)>,
+}
+
+/// The kernel's form of a NAT gateway's settings.
+pub fn nat_gateway_info(nat: &config::NatGateway) -> NatGatewayInfo {
+    let mut info = NatGatewayInfo {
+        public_ip_count: nat.public_ips.len().min(MAX_PUBLIC_IPS) as u8,
+        mapping: match nat.mapping {
+            config::NatMappingMode::EndpointIndependent => mapping_mode::ENDPOINT_INDEPENDENT,
+            config::NatMappingMode::EndpointDependent => mapping_mode::ENDPOINT_DEPENDENT,
+        },
+        rst_on_idle_timeout: nat.rst_on_idle_timeout as u8,
+        port_min: nat.port_range.0,
+        port_max: nat.port_range.1,
+        ..NatGatewayInfo::default()
+    };
+    for (slot, address) in info.public_ips.iter_mut().zip(&nat.public_ips) {
+        *slot = address.octets();
+    }
+    info
 }
 
 fn nanos(duration: std::time::Duration) -> u64 {
@@ -139,6 +166,18 @@ impl MapPlan {
                         target,
                     )),
                 }
+            }
+        }
+        if config.nat_gateways.len() > MAX_NAT_GATEWAYS as usize {
+            bail!(
+                "{} NAT gateways configured; this dataplane supports {MAX_NAT_GATEWAYS}",
+                config.nat_gateways.len()
+            );
+        }
+        for (index, nat) in config.nat_gateways.iter().enumerate() {
+            plan.nat_gateways.push(nat_gateway_info(nat));
+            for address in &nat.public_ips {
+                plan.nat_public_ips.push((address.octets(), index as u32));
             }
         }
         if let Some(igw) = &config.internet_gateway {
@@ -248,6 +287,20 @@ impl Dataplane {
             timeouts.set(0, plan.timeouts, 0)?;
         }
         {
+            let mut gateways: Array<_, NatGatewayInfo> =
+                Array::try_from(map_mut(&mut self.ebpf, names::NAT_GATEWAYS)?)?;
+            for (index, info) in plan.nat_gateways.iter().enumerate() {
+                gateways.set(index as u32, *info, 0)?;
+            }
+        }
+        {
+            let mut public_ips: HashMap<_, [u8; 4], u32> =
+                HashMap::try_from(map_mut(&mut self.ebpf, names::NAT_PUBLIC_IPS)?)?;
+            for (address, index) in &plan.nat_public_ips {
+                public_ips.insert(address, index, 0)?;
+            }
+        }
+        {
             let mut by_public: HashMap<_, [u8; 4], [u8; 4]> =
                 HashMap::try_from(map_mut(&mut self.ebpf, names::ELASTIC_IP_BY_PUBLIC)?)?;
             for (private, public) in &plan.elastic_ips {
@@ -328,6 +381,16 @@ impl Dataplane {
 }
 
 impl Dataplane {
+    /// The timeouts the dataplane runs with.
+    pub fn timeouts(&self) -> anyhow::Result<Timeouts> {
+        let map = self
+            .ebpf
+            .map(names::CONNTRACK_TIMEOUTS)
+            .context("CONNTRACK_TIMEOUTS map missing")?;
+        let timeouts: Array<&MapData, Timeouts> = Array::try_from(map)?;
+        Ok(timeouts.get(&0, 0)?)
+    }
+
     /// A snapshot of the connection-tracking table.
     pub fn conntrack(&self) -> anyhow::Result<Vec<(ConnKey, ConnEntry)>> {
         let map = self
@@ -348,29 +411,126 @@ impl Dataplane {
 
     /// Deletes the entries idle for longer than their timeout at `now` (the dataplane's clock),
     /// re-reading each one just before deleting it so that a flow refreshed in between stays.
-    /// Returns how many were deleted.
-    pub fn sweep_conntrack(&mut self, timeouts: &Timeouts, now: u64) -> anyhow::Result<usize> {
-        let expired: Vec<ConnKey> = self
-            .conntrack()?
-            .into_iter()
-            .filter(|(key, entry)| is_expired(timeouts, key, entry, now))
-            .map(|(key, _)| key)
-            .collect();
+    /// A NAT session's two halves go together; an IN half whose OUT half no longer points back
+    /// (replaced by a newer session) goes after a grace period; an endpoint-independent mapping
+    /// goes when no session uses it any more and it has not been used for the grace period.
+    pub fn sweep_conntrack(&mut self, timeouts: &Timeouts, now: u64) -> anyhow::Result<Sweep> {
+        let snapshot = self.conntrack()?;
+        let entries: StdHashMap<ConnKey, ConnEntry> = snapshot.iter().copied().collect();
         let mut table: HashMap<_, ConnKey, ConnEntry> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::CONNTRACK)?)?;
-        let mut deleted = 0;
-        for key in expired {
-            match table.get(&key, 0) {
-                Ok(entry) if is_expired(timeouts, &key, &entry, now) => {}
+        let mut sweep = Sweep::default();
+        for (key, entry) in &snapshot {
+            let delete = match key.kind {
+                kind::NAT44_IN => {
+                    let out = nat_peer_key(key, entry);
+                    let points_back = entries.get(&out).is_some_and(|session| {
+                        session.translated_addr == key.inside_addr
+                            && session.translated_port == key.inside_port
+                    });
+                    !points_back && now.saturating_sub(entry.created_ns) > NAT_GRACE_NS
+                }
+                _ => is_expired(timeouts, key, entry, now),
+            };
+            if !delete {
+                continue;
+            }
+            match table.get(key, 0) {
+                Ok(current)
+                    if key.kind == kind::NAT44_IN || is_expired(timeouts, key, &current, now) => {}
                 _ => continue,
             }
-            match table.remove(&key) {
-                Ok(()) => deleted += 1,
+            if key.kind == kind::NAT44_OUT {
+                let in_key = nat_peer_key(key, entry);
+                if let Ok(peer) = table.get(&in_key, 0)
+                    && peer.translated_addr == key.inside_addr
+                    && peer.translated_port == key.inside_port
+                {
+                    let _ = table.remove(&in_key);
+                }
+                sweep.nat_idle_timeouts += 1;
+                sweep.finished_nat_sessions.push((*key, *entry));
+            }
+            match table.remove(key) {
+                Ok(()) => sweep.deleted += 1,
                 Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(error) => bail!("deleting a conntrack entry: {error}"),
             }
         }
-        Ok(deleted)
+        // Mappings still used by a session.
+        let in_use: std::collections::HashSet<(u8, [u8; 16], u16, u8)> = snapshot
+            .iter()
+            .filter(|(key, entry)| {
+                key.kind == kind::NAT44_OUT && !is_expired(timeouts, key, entry, now)
+            })
+            .map(|(key, entry)| {
+                (
+                    key.protocol,
+                    key.inside_addr,
+                    key.inside_port,
+                    entry.gateway,
+                )
+            })
+            .collect();
+        let mut mappings: HashMap<_, NatMappingKey, NatMapping> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::NAT_MAPPINGS)?)?;
+        let stale: Vec<(NatMappingKey, NatMapping)> = mappings
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, value)| {
+                key.kind == mapping::PRIVATE
+                    && !in_use.contains(&(key.protocol, key.addr, key.port, key.gateway))
+                    && now.saturating_sub(value.last_used_ns) > NAT_GRACE_NS
+            })
+            .collect();
+        for (key, value) in stale {
+            let public = NatMappingKey {
+                addr: value.addr,
+                port: value.port,
+                kind: mapping::PUBLIC,
+                ..key
+            };
+            if let Ok(reverse) = mappings.get(&public, 0)
+                && reverse.addr == key.addr
+                && reverse.port == key.port
+            {
+                let _ = mappings.remove(&public);
+            }
+            let _ = mappings.remove(&key);
+            sweep.mappings_deleted += 1;
+        }
+        Ok(sweep)
+    }
+}
+
+/// How long a NAT half or mapping without a session is kept (a session being made on another
+/// CPU may still be about to use it).
+pub const NAT_GRACE_NS: u64 = 10_000_000_000;
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone)]
+pub struct Sweep {
+    /// Conntrack entries deleted (NAT IN halves deleted with their session not counted).
+    pub deleted: usize,
+    /// NAT sessions deleted because they were idle (AWS IdleTimeoutCount).
+    pub nat_idle_timeouts: u64,
+    /// Endpoint-independent mappings deleted.
+    pub mappings_deleted: usize,
+    /// The NAT sessions that ended (their OUT half), for the mapping log.
+    pub finished_nat_sessions: Vec<(ConnKey, ConnEntry)>,
+}
+
+/// The key of the other half of a NAT session.
+pub fn nat_peer_key(key: &ConnKey, entry: &ConnEntry) -> ConnKey {
+    ConnKey {
+        inside_addr: entry.translated_addr,
+        inside_port: entry.translated_port,
+        kind: if key.kind == kind::NAT44_OUT {
+            kind::NAT44_IN
+        } else {
+            kind::NAT44_OUT
+        },
+        ..*key
     }
 }
 

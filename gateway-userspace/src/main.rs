@@ -181,6 +181,12 @@ fn stats(socket: &std::path::Path, json: bool, all: bool) -> anyhow::Result<()> 
             .map_or("", |counter| counter.help());
         println!("{name:<34} {value:>14}  {help}");
     }
+    if !reply.nat.is_empty() {
+        println!("NAT gateway (AWS CloudWatch names):");
+        for (name, value) in &reply.nat {
+            println!("  {name:<32} {value:>14}");
+        }
+    }
     Ok(())
 }
 
@@ -201,10 +207,11 @@ fn conntrack(
     let rows: Vec<ConntrackRow> =
         serde_json::from_str(&reply).context("parsing the conntrack reply")?;
     println!(
-        "{:<7} {:<12} {:<44} {:<44} {:<12} {:>7} {:>7} {:>10} {:>12} {:>10} {:>12}",
+        "{:<7} {:<12} {:<44} {:<22} {:<44} {:<12} {:>7} {:>7} {:>10} {:>12} {:>10} {:>12}",
         "proto",
         "gateway",
         "inside",
+        "public",
         "remote",
         "state",
         "age_s",
@@ -216,10 +223,11 @@ fn conntrack(
     );
     for row in &rows {
         println!(
-            "{:<7} {:<12} {:<44} {:<44} {:<12} {:>7} {:>7} {:>10} {:>12} {:>10} {:>12}",
+            "{:<7} {:<12} {:<44} {:<22} {:<44} {:<12} {:>7} {:>7} {:>10} {:>12} {:>10} {:>12}",
             row.protocol,
             row.gateway,
             row.inside,
+            row.public.as_deref().unwrap_or("-"),
             row.remote,
             row.state,
             row.age_seconds,
@@ -282,9 +290,17 @@ async fn run(path: PathBuf, mode: XdpMode) -> anyhow::Result<()> {
         None => None,
     };
 
+    let idle_timeouts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mapping_logs: Vec<Option<PathBuf>> = config
+        .nat_gateways
+        .iter()
+        .map(|nat| nat.mapping_log.clone())
+        .collect();
     let sweeper = tokio::spawn(sweep_conntrack(
         Arc::clone(&dataplane),
         timeouts_of(&config.conntrack),
+        Arc::clone(&idle_timeouts),
+        mapping_logs,
     ));
 
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -299,8 +315,9 @@ async fn run(path: PathBuf, mode: XdpMode) -> anyhow::Result<()> {
                     Err(error) => { warn!(%error, "control socket accept failed"); continue; }
                 };
                 let dataplane = Arc::clone(&dataplane);
+                let idle_timeouts = Arc::clone(&idle_timeouts);
                 tokio::spawn(async move {
-                    if let Err(error) = serve(stream, dataplane, started).await {
+                    if let Err(error) = serve(stream, dataplane, started, idle_timeouts).await {
                         warn!(error = %format!("{error:#}"), "control request failed");
                     }
                 });
@@ -331,6 +348,7 @@ async fn serve(
     stream: tokio::net::UnixStream,
     dataplane: Arc<Mutex<Dataplane>>,
     started: Instant,
+    idle_timeouts: Arc<std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<()> {
     let (reader, mut writer) = stream.into_split();
     let mut line = String::new();
@@ -357,9 +375,12 @@ async fn serve(
             let now = monotonic_coarse_ns();
             let mut rows: Vec<ConntrackRow> = entries
                 .iter()
-                .filter(|(key, _)| {
+                .filter(|(key, _)| key.kind != gateway_common::conntrack::kind::NAT44_IN)
+                .filter(|(key, entry)| {
                     filter.is_none_or(|address| {
-                        address_of(key.family, &key.inside_addr) == address
+                        (key.kind == gateway_common::conntrack::kind::NAT44_OUT
+                            && address_of(key.family, &entry.translated_addr) == address)
+                            || address_of(key.family, &key.inside_addr) == address
                             || address_of(key.family, &key.remote_addr) == address
                     })
                 })
@@ -372,6 +393,16 @@ async fn serve(
             let dataplane = dataplane.lock().expect("dataplane lock poisoned");
             let counters = dataplane.counters()?;
             let tracked_flows = dataplane.flows()?.len() as u64;
+            let now = monotonic_coarse_ns();
+            let timeouts = dataplane.timeouts()?;
+            let active = dataplane
+                .conntrack()?
+                .iter()
+                .filter(|(key, entry)| {
+                    key.kind == gateway_common::conntrack::kind::NAT44_OUT
+                        && !gateway::dataplane::is_expired(&timeouts, key, entry, now)
+                })
+                .count() as u64;
             let reply = StatsReply {
                 counters: counters
                     .iter()
@@ -379,6 +410,11 @@ async fn serve(
                     .collect(),
                 tracked_flows,
                 uptime_seconds: started.elapsed().as_secs(),
+                nat: control::nat_metrics(
+                    &counters,
+                    active,
+                    idle_timeouts.load(std::sync::atomic::Ordering::Relaxed),
+                ),
             };
             serde_json::to_string(&reply)?
         }
@@ -389,8 +425,14 @@ async fn serve(
     Ok(())
 }
 
-/// Deletes expired connection-tracking entries every few seconds.
-async fn sweep_conntrack(dataplane: Arc<Mutex<Dataplane>>, timeouts: Timeouts) {
+/// Deletes expired connection-tracking entries every few seconds; counts NAT idle timeouts and
+/// writes one mapping-log line per finished NAT session of a gateway that has a mapping log.
+async fn sweep_conntrack(
+    dataplane: Arc<Mutex<Dataplane>>,
+    timeouts: Timeouts,
+    idle_timeouts: Arc<std::sync::atomic::AtomicU64>,
+    mapping_logs: Vec<Option<PathBuf>>,
+) {
     // Often enough that an expired entry is gone soon after its timeout, rarely enough to cost
     // nothing: the shortest timeout over 4, between 1 and 5 seconds.
     let shortest = [
@@ -414,11 +456,63 @@ async fn sweep_conntrack(dataplane: Arc<Mutex<Dataplane>>, timeouts: Timeouts) {
             .expect("dataplane lock poisoned")
             .sweep_conntrack(&timeouts, now);
         match result {
-            Ok(0) => {}
-            Ok(deleted) => tracing::debug!(deleted, "expired conntrack entries deleted"),
+            Ok(sweep) => {
+                idle_timeouts.fetch_add(
+                    sweep.nat_idle_timeouts,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                if sweep.deleted > 0 || sweep.mappings_deleted > 0 {
+                    tracing::debug!(
+                        deleted = sweep.deleted,
+                        mappings = sweep.mappings_deleted,
+                        "expired conntrack entries deleted"
+                    );
+                }
+                if let Err(error) =
+                    write_mapping_log(&mapping_logs, &sweep.finished_nat_sessions, now)
+                {
+                    warn!(error = %format!("{error:#}"), "mapping log write failed");
+                }
+            }
             Err(error) => warn!(error = %format!("{error:#}"), "conntrack sweep failed"),
         }
     }
+}
+
+/// Appends one line per finished NAT session: `time protocol private public destination start
+/// end` (Unix seconds), to its gateway's mapping log.
+fn write_mapping_log(
+    logs: &[Option<PathBuf>],
+    sessions: &[(ConnKey, ConnEntry)],
+    now: u64,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let unix = |monotonic: u64| wall.saturating_sub(now.saturating_sub(monotonic) / 1_000_000_000);
+    for (key, entry) in sessions {
+        let Some(Some(path)) = logs.get(entry.gateway as usize) else {
+            continue;
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening the mapping log {}", path.display()))?;
+        let row = conntrack_row(key, entry, now);
+        writeln!(
+            file,
+            "{wall} {} {} {} {} {} {}",
+            row.protocol,
+            row.inside,
+            row.public.as_deref().unwrap_or("-"),
+            row.remote,
+            unix(entry.created_ns),
+            unix(entry.last_seen_ns)
+        )?;
+    }
+    Ok(())
 }
 
 fn address_of(family: u8, bytes: &[u8; 16]) -> IpAddr {
@@ -439,6 +533,8 @@ fn conntrack_row(key: &ConnKey, entry: &ConnEntry, now: u64) -> ConntrackRow {
     };
     let gateway = match key.kind {
         gateway_common::conntrack::kind::EGRESS_ONLY => "egress-only",
+        gateway_common::conntrack::kind::NAT44_OUT => "nat",
+        gateway_common::conntrack::kind::NAT44_IN => "nat-in",
         _ => "unknown",
     };
     let endpoint = |bytes: &[u8; 16], port: u16| match address_of(key.family, bytes) {
@@ -448,6 +544,8 @@ fn conntrack_row(key: &ConnKey, entry: &ConnEntry, now: u64) -> ConntrackRow {
     ConntrackRow {
         protocol,
         gateway: gateway.to_string(),
+        public: (key.kind == gateway_common::conntrack::kind::NAT44_OUT)
+            .then(|| endpoint(&entry.translated_addr, entry.translated_port)),
         inside: endpoint(&key.inside_addr, key.inside_port),
         remote: endpoint(&key.remote_addr, key.remote_port),
         state: gateway_common::conntrack::state::name(entry.state).to_string(),

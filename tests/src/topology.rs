@@ -11,6 +11,10 @@
 //! ```
 //!
 //! `examples/igw-demo.toml` depends on these names and addresses.
+//!
+//! [`IgwTopology::add_second_instance`] adds a second private host, 10.0.1.11, in a fifth
+//! namespace: a macvlan (bridge mode) on the instance's `eth0`, so both hosts share the one link
+//! to the gateway's `gw-vpc` (`examples/nat-gateway.toml` puts both behind a NAT gateway).
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -34,6 +38,10 @@ pub mod addr {
     pub const INSTANCE_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
     /// The instance's global IPv6 address: the internet sees it as is.
     pub const INSTANCE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x1000, 1, 0, 0, 0, 0x10);
+    /// The second private host's address (see [`IgwTopology::add_second_instance`]).
+    pub const SECOND_INSTANCE_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 11);
+    /// The NAT gateway's public address in `examples/nat-gateway.toml`.
+    pub const NAT_PUBLIC_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
     /// The Elastic IP that the gateway maps 1:1 to [`INSTANCE_V4`].
     pub const ELASTIC_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
     /// The gateway's VPC-side addresses (the instance's default routers).
@@ -71,6 +79,8 @@ pub struct IgwTopology {
     pub gateway: Netns,
     pub router: Netns,
     pub internet: Netns,
+    /// The second private host, once [`IgwTopology::add_second_instance`] has made it.
+    pub second_instance: Option<Netns>,
     dir: TempDir,
 }
 
@@ -82,12 +92,57 @@ impl IgwTopology {
             gateway: Netns::new("igw-gw")?,
             router: Netns::new("igw-rtr")?,
             internet: Netns::new("igw-inet")?,
+            second_instance: None,
             dir: TempDir::new("igw")?,
         };
         topology
             .wire()
             .context("building the internet-gateway topology")?;
         Ok(topology)
+    }
+
+    /// Adds the second private host 10.0.1.11/24 (default route via 10.0.1.1) in its own
+    /// namespace, on a macvlan of the instance's `eth0` (named `eth0` there too), and returns it.
+    pub fn add_second_instance(&mut self) -> anyhow::Result<&Netns> {
+        use addr::*;
+        use ifname::*;
+
+        let second = Netns::new("igw-inst2")?;
+        second.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        second.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        // Made in the instance's namespace (its lower device is there), then moved and renamed.
+        const TEMPORARY: &str = "eth0-second";
+        self.instance
+            .ip([
+                "link", "add", TEMPORARY, "link", INSTANCE, "type", "macvlan", "mode", "bridge",
+            ])
+            .context("creating the second host's macvlan on the instance's eth0")?;
+        self.instance
+            .ip(["link", "set", TEMPORARY, "netns", second.name()])?;
+        second.ip(["link", "set", TEMPORARY, "name", INSTANCE])?;
+        second.ip([
+            "addr",
+            "add",
+            &format!("{SECOND_INSTANCE_V4}/24"),
+            "dev",
+            INSTANCE,
+        ])?;
+        // As for every other interface: full checksums leave the host (see `wire`).
+        second
+            .run(["ethtool", "-K", INSTANCE, "tx", "off"])
+            .context("turning tx checksum offload off on the second host's eth0")?;
+        second.ip(["link", "set", INSTANCE, "up"])?;
+        route(&second, "default", &GATEWAY_VPC_V4.into())?;
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{INSTANCE} in {} to come up", second.name()),
+            || {
+                Ok(second
+                    .ip(["-o", "link", "show", "dev", INSTANCE])?
+                    .contains("LOWER_UP"))
+            },
+        )?;
+        Ok(self.second_instance.insert(second))
     }
 
     /// A directory private to this topology, removed on drop.

@@ -1273,7 +1273,8 @@ fn replies_are_dropped_after_expiry_and_a_new_packet_out_reopens() {
     let deleted = gateway
         .dataplane
         .sweep_conntrack(&timeouts, newest)
-        .unwrap_or_else(|error| panic!("sweeping: {error:#}"));
+        .unwrap_or_else(|error| panic!("sweeping: {error:#}"))
+        .deleted;
     assert_eq!(
         deleted,
         2,

@@ -176,6 +176,19 @@ impl<'t, 'i> TableReader<'t, 'i> {
         }
     }
 
+    /// An optional boolean.
+    pub(super) fn boolean(&self, sink: &mut Sink, key: &str) -> Option<At<bool>> {
+        let value = self.table.get(key)?;
+        let line = sink.line(value.span().start);
+        match value.get_ref() {
+            DeValue::Boolean(flag) => Some(self.at(sink, key, value, *flag)),
+            other => {
+                sink.report(line, self.child(key), type_mismatch("a boolean", other));
+                None
+            }
+        }
+    }
+
     /// An optional array of strings; `None` when the key is absent.
     pub(super) fn string_array(&self, sink: &mut Sink, key: &str) -> Option<At<Vec<At<String>>>> {
         let value = self.table.get(key)?;

@@ -167,6 +167,10 @@ impl TestGateway {
                 mac(INSTANCE_MAC)
             ),
             format!(
+                "neigh add 10.0.1.11 lladdr {} nud permanent dev vpc0",
+                mac(INSTANCE_MAC)
+            ),
+            format!(
                 "neigh add 2001:db8:1000:1::10 lladdr {} nud permanent dev vpc0",
                 mac(INSTANCE_MAC)
             ),
