@@ -75,6 +75,9 @@ pub enum Variant {
     Nftables,
     /// `bench_drop` on the ingress interface: count and drop, what any XDP drop must at least do.
     Drop,
+    /// No XDP on the gateway: the kernel's forwarding with conntrack and the source NAT rule of
+    /// [`nftables::nat_ruleset`] (the NAT44 baseline; reported as "nftables").
+    NftablesNat,
 }
 
 impl Variant {
@@ -85,10 +88,11 @@ impl Variant {
             Variant::Kernel => "kernel",
             Variant::Nftables => "nftables",
             Variant::Drop => "drop",
+            Variant::NftablesNat => "nftables",
         }
     }
 
-    fn description(self) -> &'static str {
+    pub fn description(self) -> &'static str {
         match self {
             Variant::Ours => "the gateway's XDP program, maps filled from the benchmark config",
             Variant::FwdLimit => "bench_fwd_limit: static MAC rewrite and devmap redirect",
@@ -98,12 +102,19 @@ impl Variant {
                  state established,related accept; new only from the VPC side; policy drop)"
             }
             Variant::Drop => "bench_drop on the ingress interface: count and XDP_DROP",
+            Variant::NftablesNat => {
+                "no XDP on the gateway: Linux forwarding with conntrack and an nftables source NAT \
+                 rule (snat to the NAT gateway's 8 public IPs on the internet interface)"
+            }
         }
     }
 
     /// Whether the variant keeps per-flow state that must know the flows before a trial.
     fn tracks_flows(self) -> bool {
-        matches!(self, Variant::Ours | Variant::Nftables)
+        matches!(
+            self,
+            Variant::Ours | Variant::Nftables | Variant::NftablesNat
+        )
     }
 }
 
@@ -321,9 +332,14 @@ impl Bench {
 
     /// Loads the gateway afresh (empty flow table) with the benchmark config.
     pub fn fresh_gateway(&mut self) -> anyhow::Result<()> {
+        self.fresh_gateway_with(&topology::gateway_config())
+    }
+
+    /// Loads the gateway afresh (empty tables) with the config `text`.
+    pub fn fresh_gateway_with(&mut self, text: &str) -> anyhow::Result<()> {
         self.set_variant(Variant::Kernel, self.current.1)?;
         self.gateway = None;
-        let config = Config::parse(&topology::gateway_config(), "bench.toml")
+        let config = Config::parse(text, "bench.toml")
             .map_err(|error| anyhow::anyhow!("{error}"))
             .context("the benchmark's gateway config")?;
         let mut dataplane = Dataplane::load()?;
@@ -363,8 +379,10 @@ impl Bench {
                     .enter(|| programs.detach(name, link))?;
             }
         }
-        if self.current.0 == Variant::Nftables {
-            nftables::remove(&self.topology.gateway)?;
+        match self.current.0 {
+            Variant::Nftables => nftables::remove(&self.topology.gateway)?,
+            Variant::NftablesNat => nftables::remove_nat(&self.topology.gateway)?,
+            _ => {}
         }
         self.current = (Variant::Kernel, direction);
         let (ingress, egress, macs) = match direction {
@@ -382,6 +400,7 @@ impl Bench {
         match variant {
             Variant::Kernel => {}
             Variant::Nftables => nftables::install(&self.topology.gateway)?,
+            Variant::NftablesNat => nftables::install_nat(&self.topology.gateway)?,
             Variant::Ours => {
                 let gateway = self
                     .gateway
@@ -582,7 +601,7 @@ impl Bench {
             }
             Variant::Drop => self.programs.dropped(),
             Variant::Nftables => nftables::dropped(&self.topology.gateway),
-            Variant::Kernel | Variant::FwdLimit => {
+            Variant::Kernel | Variant::FwdLimit | Variant::NftablesNat => {
                 bail!("{} keeps no drop count", variant.name())
             }
         }
@@ -611,7 +630,7 @@ impl Bench {
         self.set_variant(variant, how.0)?;
         let program_totals = |bench: &mut Bench| -> anyhow::Result<Option<(Duration, u64)>> {
             let program: &Xdp = match variant {
-                Variant::Kernel | Variant::Nftables => return Ok(None),
+                Variant::Kernel | Variant::Nftables | Variant::NftablesNat => return Ok(None),
                 Variant::Ours => bench.gateway()?.dataplane.program()?,
                 Variant::FwdLimit => bench.programs.program(programs::FWD_LIMIT)?,
                 Variant::Drop => bench.programs.program(programs::DROP)?,
@@ -849,6 +868,40 @@ impl Bench {
         &self.programs
     }
 
+    /// The public endpoint (address, port) of the gateway's NAT44 session whose private side is
+    /// `private`, from the session's IN half in CONNTRACK.
+    pub fn nat_public_endpoint(
+        &mut self,
+        private: (std::net::Ipv4Addr, u16),
+    ) -> anyhow::Result<(std::net::Ipv4Addr, u16)> {
+        use gateway_common::conntrack::kind;
+        let entries = self.gateway()?.dataplane.conntrack()?;
+        let out = entries
+            .iter()
+            .find(|(key, _)| {
+                key.kind == kind::NAT44_OUT
+                    && key.inside_addr[..4] == private.0.octets()
+                    && key.inside_port == private.1
+            })
+            .map(|(key, _)| key)
+            .with_context(|| format!("no NAT44 session of {}:{}", private.0, private.1))?;
+        // The IN half shares the destination; its inside endpoint is the public one.
+        let public = entries
+            .iter()
+            .find(|(key, _)| {
+                key.kind == kind::NAT44_IN
+                    && key.remote_addr == out.remote_addr
+                    && key.remote_port == out.remote_port
+                    && key.protocol == out.protocol
+            })
+            .map(|(key, _)| key)
+            .context("the NAT44 session has no IN half")?;
+        let addr: [u8; 4] = public.inside_addr[..4]
+            .try_into()
+            .context("a 4-byte address")?;
+        Ok((addr.into(), public.inside_port))
+    }
+
     /// The loaded gateway program and the bench (for [`Bench::run_cost`]).
     pub fn with_gateway_program<T>(
         &mut self,
@@ -976,4 +1029,312 @@ fn check_gateway_dropped(counters: &BTreeMap<String, u64>) -> anyhow::Result<()>
         "the gateway did not drop the flood as unsolicited: {counters:?}"
     );
     Ok(())
+}
+
+/// What one variant of S2 did (see [`Bench::new_connections`]).
+pub struct NewConnectionsFound {
+    pub variant: Variant,
+    /// New connections per second, millions, per trial.
+    pub mcps_trials: Vec<f64>,
+    pub reached: u64,
+    pub limit: u64,
+    /// How long the generator ran to fill the table.
+    pub fill_seconds: f64,
+    pub capacity_note: String,
+    pub slab_bytes_per_connection: Option<f64>,
+    pub table_bytes_per_connection: Option<f64>,
+    pub memory_note: String,
+    /// Non-zero gateway counters over the ours trials.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Bytes in slab caches now: active objects x object size, over every cache of /proc/slabinfo.
+fn slab_bytes() -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string("/proc/slabinfo").context("reading /proc/slabinfo")?;
+    Ok(text
+        .lines()
+        .skip(2)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            let active: u64 = fields.next()?.parse().ok()?;
+            let _total = fields.next()?;
+            let size: u64 = fields.next()?.parse().ok()?;
+            Some(active * size)
+        })
+        .sum())
+}
+
+/// The object size of one slab cache in /proc/slabinfo.
+fn slab_object_size(cache: &str) -> anyhow::Result<Option<u64>> {
+    let text = std::fs::read_to_string("/proc/slabinfo").context("reading /proc/slabinfo")?;
+    Ok(text.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        (fields.next()? == cache)
+            .then(|| fields.nth(2)?.parse().ok())
+            .flatten()
+    }))
+}
+
+/// `memlock` of every map the gateway program uses (fdinfo: what the kernel charges for the
+/// map; for maps that are not preallocated it grows with the entries), and CONNTRACK's max
+/// entries.
+fn gateway_map_memory(program: &Xdp) -> anyhow::Result<(u64, Option<u32>)> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let ids = program
+        .info()
+        .context("reading the gateway program's info")?
+        .map_ids()
+        .context("reading the gateway program's map ids")?
+        .unwrap_or_default();
+    let mut total = 0;
+    let mut conntrack_max = None;
+    for id in ids {
+        let info = aya::maps::MapInfo::from_id(id).with_context(|| format!("map {id}"))?;
+        if info.name_as_str() == Some("CONNTRACK") {
+            conntrack_max = Some(info.max_entries());
+        }
+        let fd = info.fd().with_context(|| format!("an fd of map {id}"))?;
+        let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        total += text
+            .lines()
+            .find_map(|line| line.strip_prefix("memlock:"))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .with_context(|| format!("no memlock in {path}"))?;
+    }
+    Ok((total, conntrack_max))
+}
+
+impl Bench {
+    /// Empties the connection table of `variant` (ours: a fresh gateway with `config`; nftables:
+    /// a conntrack flush in the gateway namespace).
+    fn empty_table(&mut self, variant: Variant, config: &str) -> anyhow::Result<()> {
+        match variant {
+            Variant::Ours => self.fresh_gateway_with(config),
+            Variant::NftablesNat => {
+                self.set_variant(Variant::Kernel, Direction::Outbound)?;
+                self.topology
+                    .gateway
+                    .enter(nftables::flush_conntrack)
+                    .context("flushing the gateway namespace's conntrack")?;
+                let (count, _) = nftables::conntrack_count(&self.topology.gateway)?;
+                ensure!(count == 0, "{count} conntrack entries left after the flush");
+                Ok(())
+            }
+            _ => bail!("{} has no connection table", variant.name()),
+        }
+    }
+
+    /// A cheap count of the connections `variant` made or holds (ours: NAT mappings created, one
+    /// per session with endpoint-independent mapping).
+    fn connections_so_far(&mut self, variant: Variant) -> anyhow::Result<u64> {
+        match variant {
+            Variant::Ours => Ok(self
+                .gateway_counters()?
+                .get("nat_mapping_created")
+                .copied()
+                .unwrap_or(0)),
+            _ => Ok(self.connections(variant)?.0),
+        }
+    }
+
+    /// Connections `variant` holds now, and its limit.
+    fn connections(&mut self, variant: Variant) -> anyhow::Result<(u64, u64)> {
+        match variant {
+            Variant::Ours => {
+                let gateway = self.gateway()?;
+                let entries = gateway.dataplane.conntrack()?.len() as u64;
+                let (_, max) = gateway_map_memory(gateway.dataplane.program()?)?;
+                Ok((entries / 2, u64::from(max.unwrap_or(0)) / 2))
+            }
+            Variant::NftablesNat => nftables::conntrack_count(&self.topology.gateway),
+            _ => bail!("{} has no connection table", variant.name()),
+        }
+    }
+
+    /// S2: every generated packet is a new flow (`spec` has more flows than a trial sends).
+    /// Interleaved trials from an empty table give the new connections per second; then one
+    /// longer run per variant fills the table, for the capacity reached and the memory it took.
+    pub fn new_connections(
+        &mut self,
+        spec: &FrameSpec,
+        config: &str,
+        variants: &[Variant],
+        window: Duration,
+        (fill, max_fills): (Duration, usize),
+    ) -> anyhow::Result<Vec<NewConnectionsFound>> {
+        spec.validate()?;
+        let template = spec.frame(0);
+        self.programs
+            .set_generator(&GeneratorConfig::from_spec(spec))?;
+        self.self_test(spec, &template)
+            .context("S2: generator self-test")?;
+        let how = (Direction::Outbound, Metric::Delivered);
+        let mut found: Vec<NewConnectionsFound> = variants
+            .iter()
+            .map(|variant| NewConnectionsFound {
+                variant: *variant,
+                mcps_trials: Vec::new(),
+                reached: 0,
+                limit: 0,
+                fill_seconds: 0.0,
+                capacity_note: String::new(),
+                slab_bytes_per_connection: None,
+                table_bytes_per_connection: None,
+                memory_note: String::new(),
+                counters: BTreeMap::new(),
+            })
+            .collect();
+        // Quick runs only prove that it works: one round (every round reloads the gateway).
+        let rounds = if self.options.quick {
+            1
+        } else {
+            self.options.trials
+        };
+        for round in 0..rounds {
+            for slot in 0..variants.len() {
+                let variant = variants[slot];
+                self.empty_table(variant, config)?;
+                let generated = self.programs.generated()?;
+                let before = match variant {
+                    Variant::Ours => Some(self.gateway_counters()?),
+                    _ => None,
+                };
+                let sample = self.trial(variant, how, &template, window)?;
+                let used = self.programs.generated()? - generated;
+                ensure!(
+                    used < u64::from(spec.flows),
+                    "S2: the generator sent {used} frames in one trial, more than its {} flows",
+                    spec.flows
+                );
+                if let Some(before) = before {
+                    for (name, value) in self.gateway_counters()? {
+                        let delta = value - before.get(&name).copied().unwrap_or(0);
+                        if delta > 0 {
+                            *found[slot].counters.entry(name).or_default() += delta;
+                        }
+                    }
+                }
+                ensure!(
+                    sample.delivered > 0,
+                    "S2, {}: no packet reached the sink ({} sent)",
+                    variant.name(),
+                    sample.sent
+                );
+                eprintln!(
+                    "  S2 new connections {:<9} trial {}: {:6.3} M/s, {:6.3} Mpps sent",
+                    variant.name(),
+                    round + 1,
+                    sample.delivered_mpps(),
+                    sample.sent_mpps()
+                );
+                found[slot].mcps_trials.push(sample.delivered_mpps());
+            }
+        }
+        if let Some(ours) = found.iter().find(|run| run.variant == Variant::Ours) {
+            check_gateway_handled(&ours.counters).context("S2")?;
+            let created = ours
+                .counters
+                .get("nat_mapping_created")
+                .copied()
+                .unwrap_or(0);
+            ensure!(
+                created > 0,
+                "S2: the gateway created no NAT mapping: {:?}",
+                ours.counters
+            );
+        }
+        for run in &mut found {
+            let variant = run.variant;
+            self.empty_table(variant, config)?;
+            let slab0 = slab_bytes()?;
+            let map0 = match variant {
+                Variant::Ours => Some(gateway_map_memory(self.gateway()?.dataplane.program()?)?.0),
+                _ => None,
+            };
+            let counters0 = match variant {
+                Variant::Ours => Some(self.gateway_counters()?),
+                _ => None,
+            };
+            // Runs of `fill` until the table stops growing (less than 1% more in a run), at most
+            // `max_fills`.
+            let mut filled = Duration::ZERO;
+            let mut last = 0;
+            for _ in 0..max_fills {
+                check_stop()?;
+                self.trial(variant, how, &template, fill)?;
+                filled += fill;
+                let now = self.connections_so_far(variant)?;
+                if now <= last + last / 100 {
+                    break;
+                }
+                last = now;
+            }
+            self.set_variant(Variant::Kernel, Direction::Outbound)?;
+            let slab1 = slab_bytes()?;
+            let (reached, limit) = self.connections(variant)?;
+            run.reached = reached;
+            run.limit = limit;
+            run.fill_seconds = filled.as_secs_f64();
+            run.slab_bytes_per_connection =
+                (reached > 0).then(|| (slab1 as f64 - slab0 as f64) / reached as f64);
+            match (variant, map0, counters0) {
+                (Variant::Ours, Some(map0), Some(counters0)) => {
+                    let map1 = gateway_map_memory(self.gateway()?.dataplane.program()?)?.0;
+                    run.table_bytes_per_connection =
+                        (reached > 0).then(|| (map1 as f64 - map0 as f64) / reached as f64);
+                    let counters1 = self.gateway_counters()?;
+                    let delta = |name: &str| {
+                        counters1.get(name).copied().unwrap_or(0)
+                            - counters0.get(name).copied().unwrap_or(0)
+                    };
+                    run.capacity_note = format!(
+                        "{reached} sessions ({} entries of CONNTRACK, two per session) after {:.1} s \
+                         of new flows; refused meanwhile: {} for a full table \
+                         (drop_conntrack_full), {} for want of a free public port within the probe \
+                         bound (nat_error_port_allocation; 8 public IPs x 64512 ports, one \
+                         destination).",
+                        reached * 2,
+                        filled.as_secs_f64(),
+                        delta("drop_conntrack_full"),
+                        delta("nat_error_port_allocation"),
+                    );
+                    run.memory_note = "Table bytes: growth of the gateway maps' fdinfo memlock \
+                                       (key + value + hash-table element overhead of the two \
+                                       CONNTRACK halves and the two NAT_MAPPINGS entries per \
+                                       session, not preallocated), without the fixed bucket \
+                                       arrays."
+                        .into();
+                }
+                _ => {
+                    let object = slab_object_size("nf_conntrack")?;
+                    run.table_bytes_per_connection = object.map(|size| size as f64);
+                    run.capacity_note = format!(
+                        "{reached} connections in the namespace's conntrack after {:.1} s of new \
+                         flows (nf_conntrack_max {limit}; at the limit the kernel evicts \
+                         unreplied connections to admit new ones).",
+                        filled.as_secs_f64(),
+                    );
+                    run.memory_note = format!(
+                        "Table bytes: one nf_conntrack slab object ({}), without its extensions \
+                         (NAT, kmalloc'd) and the fixed hash buckets.",
+                        object.map_or("not in /proc/slabinfo".into(), |size| format!(
+                            "{size} bytes"
+                        ))
+                    );
+                }
+            }
+            eprintln!(
+                "  S2 fill {:<9}: {reached} connections (limit {limit}), slab {:?} B/connection",
+                variant.name(),
+                run.slab_bytes_per_connection.map(|bytes| bytes.round())
+            );
+        }
+        // The next scenario starts from clean tables.
+        self.topology
+            .gateway
+            .enter(nftables::flush_conntrack)
+            .context("flushing the gateway namespace's conntrack")?;
+        Ok(found)
+    }
 }

@@ -253,8 +253,14 @@ fn run_in_process(options: Options) -> anyhow::Result<()> {
             continue;
         }
         eprintln!("{}: {}", scenario.id, scenario.title);
+        let scenario_started = Instant::now();
         (scenario.run)(&mut bench, &mut findings)
             .with_context(|| format!("scenario {}", scenario.id))?;
+        eprintln!(
+            "{} took {:.1} s",
+            scenario.id,
+            scenario_started.elapsed().as_secs_f64()
+        );
     }
     let frame_len = |ipv4: bool| {
         frame::FrameSpec {
@@ -290,6 +296,21 @@ fn run_in_process(options: Options) -> anyhow::Result<()> {
          the XDP program, not handed to the kernel."
             .to_string(),
     ];
+    if findings.throughput.iter().any(|row| row.scenario == "S1")
+        || findings.new_connections.is_some()
+    {
+        notes.push(
+            "S1/S2 (NAT44): the gateway config gains a second VPC CIDR whose subnet's default \
+             route is a NAT gateway with 8 public IPs (default port range and mapping); the \
+             nftables baseline is Linux forwarding with conntrack and `snat ip to` the same 8 \
+             addresses on the internet interface. S1 primes every flow before each trial of the \
+             stateful variants (one packet per flow, sent one at a time and checked to arrive: \
+             it creates the session in the gateway and in the kernel's conntrack alike) and \
+             stops at 64k flows (1M sessions exceed the default table). UDP sessions count as \
+             established once created."
+                .to_string(),
+        );
+    }
     notes.push(
         "S4 (egress-only): the gateway config has an IPv6-only subnet whose default route is an \
          egress-only internet gateway. S4a primes every flow before each trial of the stateful \
@@ -317,7 +338,7 @@ fn run_in_process(options: Options) -> anyhow::Result<()> {
         );
     }
     let report = Report {
-        schema: 2,
+        schema: 3,
         mode: mode.into(),
         started_unix,
         elapsed_seconds: started.elapsed().as_secs_f64(),
@@ -335,6 +356,7 @@ fn run_in_process(options: Options) -> anyhow::Result<()> {
         },
         throughput: findings.throughput,
         program_cost: findings.program_cost,
+        new_connections: findings.new_connections,
         not_measured: findings.not_measured,
         perf: std::mem::replace(
             &mut bench.perf,

@@ -22,6 +22,8 @@ pub struct Report {
     pub method: Method,
     pub throughput: Vec<Throughput>,
     pub program_cost: Option<ProgramCost>,
+    /// S2: NAT44 new connections, table capacity and memory per connection.
+    pub new_connections: Option<NewConnections>,
     pub not_measured: Vec<NotMeasured>,
     pub perf: PerfStatus,
     pub warnings: Vec<String>,
@@ -162,6 +164,47 @@ pub struct PathCost {
     pub repeated_ns: Option<f64>,
 }
 
+/// S2: every generated packet a new flow, ours against the kernel's NAT.
+#[derive(Debug, Serialize)]
+pub struct NewConnections {
+    pub method: String,
+    /// Distinct flows of the generator (no flow repeats within a trial).
+    pub flows: u32,
+    pub frame_len: usize,
+    pub variants: Vec<NewConnectionsRun>,
+    /// ours / nftables, new connections per second (target: at least 5).
+    pub ratio: Option<RatioRow>,
+    /// The issue's target for the table capacity in the default configuration.
+    pub capacity_target: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NewConnectionsRun {
+    /// "ours" or "nftables".
+    pub name: String,
+    pub description: String,
+    /// Millions of new connections per second (each delivered packet of a trial started one),
+    /// per trial from an empty table.
+    pub mcps: Summary,
+    pub mcps_trials: Vec<f64>,
+    /// Connections the variant held after the generator ran for `fill_seconds` from an empty
+    /// table.
+    pub reached: u64,
+    /// The table's limit: ours, CONNTRACK's max entries / 2 (a session is two halves);
+    /// nftables, nf_conntrack_max.
+    pub limit: u64,
+    pub fill_seconds: f64,
+    /// What stopped growth, or what happened at the limit.
+    pub capacity_note: String,
+    /// Slab memory (all caches, active objects x object size) grown per connection while the
+    /// table filled.
+    pub slab_bytes_per_connection: Option<f64>,
+    /// ours: the growth of the maps' `memlock` (fdinfo) per session; nftables: the size of one
+    /// `nf_conntrack` slab object.
+    pub table_bytes_per_connection: Option<f64>,
+    pub memory_note: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct NotMeasured {
     pub scenario: String,
@@ -186,11 +229,15 @@ impl Report {
     /// Variant names in first-seen order (the table's columns and the chart's series).
     fn variant_names(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
-        for row in &self.throughput {
-            for variant in &row.variants {
-                if !names.contains(&variant.name) {
-                    names.push(variant.name.clone());
-                }
+        let s2 = self.new_connections.iter().flat_map(|s2| &s2.variants);
+        for name in self
+            .throughput
+            .iter()
+            .flat_map(|row| row.variants.iter().map(|variant| &variant.name))
+            .chain(s2.map(|run| &run.name))
+        {
+            if !names.contains(name) {
+                names.push(name.clone());
             }
         }
         // Ours first, then the baselines, whatever order the scenarios ran in.
@@ -424,6 +471,10 @@ impl Report {
             out.push('\n');
         }
 
+        if let Some(s2) = &self.new_connections {
+            s2.markdown(&mut out);
+        }
+
         let _ = writeln!(
             out,
             "perf stat cycles: {}.\n",
@@ -456,12 +507,33 @@ impl Report {
     /// min–max whisker).
     pub fn svg(&self) -> anyhow::Result<String> {
         let names = self.variant_names();
-        let groups = self.throughput.len().max(1);
-        let top = self
+        // One group per throughput case, then S2's new connections per second (millions).
+        let mut bars: Vec<(String, Vec<(&str, Summary)>)> = self
             .throughput
             .iter()
-            .flat_map(|row| &row.variants)
-            .map(|variant| variant.delivered_mpps.max)
+            .map(|row| {
+                let variants = row
+                    .variants
+                    .iter()
+                    .map(|variant| (variant.name.as_str(), variant.delivered_mpps))
+                    .collect();
+                (row.label.clone(), variants)
+            })
+            .collect();
+        if let Some(s2) = &self.new_connections {
+            bars.push((
+                "S2 new conn. (M/s)".into(),
+                s2.variants
+                    .iter()
+                    .map(|run| (run.name.as_str(), run.mcps))
+                    .collect(),
+            ));
+        }
+        let groups = bars.len().max(1);
+        let top = bars
+            .iter()
+            .flat_map(|(_, variants)| variants)
+            .map(|(_, summary)| summary.max)
             .fold(1.0f64, f64::max)
             * 1.15;
         let width = (180 + 110 * groups as u32).max(640);
@@ -470,7 +542,7 @@ impl Report {
             let root = SVGBackend::with_string(&mut svg, (width, 480)).into_drawing_area();
             root.fill(&WHITE).map_err(plot_error)?;
             let title = format!(
-                "Mpps delivered per scenario ({}, {} cores, Linux {})",
+                "Mpps delivered per scenario, S2: M new connections/s ({}, {} cores, Linux {})",
                 self.machine.cpu_model, self.machine.cores, self.machine.kernel
             );
             let mut chart = ChartBuilder::on(&root)
@@ -498,21 +570,19 @@ impl Report {
                     "drop" => RGBColor(255, 127, 14).to_rgba(),
                     _ => color,
                 };
-                let bars: Vec<(f64, &VariantRun)> = self
-                    .throughput
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(group, row)| {
-                        row.variants
-                            .iter()
-                            .find(|variant| &variant.name == name)
-                            .map(|variant| (group as f64 + 0.1 + bar * series as f64, variant))
-                    })
-                    .collect();
+                let placed: Vec<(f64, Summary)> =
+                    bars.iter()
+                        .enumerate()
+                        .filter_map(|(group, (_, variants))| {
+                            variants.iter().find(|(variant, _)| variant == name).map(
+                                |(_, summary)| (group as f64 + 0.1 + bar * series as f64, *summary),
+                            )
+                        })
+                        .collect();
                 chart
-                    .draw_series(bars.iter().map(|(x, variant)| {
+                    .draw_series(placed.iter().map(|(x, summary)| {
                         Rectangle::new(
-                            [(*x, 0.0), (*x + bar * 0.9, variant.delivered_mpps.median)],
+                            [(*x, 0.0), (*x + bar * 0.9, summary.median)],
                             color.filled(),
                         )
                     }))
@@ -522,23 +592,20 @@ impl Report {
                         Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
                     });
                 chart
-                    .draw_series(bars.iter().map(|(x, variant)| {
+                    .draw_series(placed.iter().map(|(x, summary)| {
                         let middle = *x + bar * 0.45;
                         PathElement::new(
-                            vec![
-                                (middle, variant.delivered_mpps.min),
-                                (middle, variant.delivered_mpps.max),
-                            ],
+                            vec![(middle, summary.min), (middle, summary.max)],
                             BLACK.stroke_width(1),
                         )
                     }))
                     .map_err(plot_error)?;
             }
             chart
-                .draw_series(self.throughput.iter().enumerate().map(|(group, row)| {
+                .draw_series(bars.iter().enumerate().map(|(group, (label, _))| {
                     EmptyElement::at((group as f64 + 0.5, 0.0))
                         + Text::new(
-                            row.label.clone(),
+                            label.clone(),
                             (0, 8),
                             ("sans-serif", 12).into_font().color(&BLACK).pos(
                                 plotters::style::text_anchor::Pos::new(
@@ -574,6 +641,91 @@ impl Report {
             fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(())
+    }
+}
+
+impl NewConnections {
+    fn markdown(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "## S2 NAT44 new connections, table capacity, memory per connection\n"
+        );
+        let _ = writeln!(out, "{}\n", self.method);
+        out.push_str(
+            "| Variant | new connections, M/s median [min–max] | connections reached | limit | \
+             slab bytes / connection | table bytes / connection |\n",
+        );
+        out.push_str("|---|---:|---:|---:|---:|---:|\n");
+        let bytes = |value: Option<f64>| value.map_or("—".into(), |value| format!("{value:.0}"));
+        for run in &self.variants {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                run.name,
+                range(&run.mcps, 3),
+                run.reached,
+                run.limit,
+                bytes(run.slab_bytes_per_connection),
+                bytes(run.table_bytes_per_connection),
+            );
+        }
+        out.push('\n');
+        for run in &self.variants {
+            let _ = writeln!(
+                out,
+                "- {}: {} {}",
+                run.name, run.capacity_note, run.memory_note
+            );
+        }
+        out.push('\n');
+        out.push_str("| Target | Measured | Met |\n|---|---:|:---:|\n");
+        let met = |value: Option<bool>| match value {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "—",
+        };
+        if let Some(ratio) = &self.ratio {
+            let _ = writeln!(
+                out,
+                "| new connections/s ours / nftables ≥ {} | {:.2} [{:.2}–{:.2}] | {} |",
+                ratio.target.unwrap_or(0.0),
+                ratio.ratio.of_medians,
+                ratio.ratio.pairwise_min,
+                ratio.ratio.pairwise_max,
+                met(ratio.met),
+            );
+        }
+        let ours = self.variants.iter().find(|run| run.name == "ours");
+        let kernel = self.variants.iter().find(|run| run.name == "nftables");
+        if let Some(ours) = ours {
+            let _ = writeln!(
+                out,
+                "| tracked connections (default configuration) ≥ {} | limit {}, reached {} | {} |",
+                self.capacity_target,
+                ours.limit,
+                ours.reached,
+                met(Some(
+                    ours.limit >= self.capacity_target && ours.reached >= self.capacity_target
+                )),
+            );
+        }
+        if let (Some(ours), Some(kernel)) = (ours, kernel) {
+            let less = match (
+                ours.slab_bytes_per_connection,
+                kernel.slab_bytes_per_connection,
+            ) {
+                (Some(ours), Some(kernel)) => Some(ours < kernel),
+                _ => None,
+            };
+            let _ = writeln!(
+                out,
+                "| slab memory per connection ours < nftables | {} vs {} | {} |",
+                bytes(ours.slab_bytes_per_connection),
+                bytes(kernel.slab_bytes_per_connection),
+                met(less),
+            );
+        }
+        out.push('\n');
     }
 }
 
@@ -708,6 +860,47 @@ mod tests {
                     repeated_ns: None,
                 }],
             }),
+            new_connections: Some(NewConnections {
+                method: "m2".into(),
+                flows: 1 << 24,
+                frame_len: 64,
+                variants: vec![
+                    NewConnectionsRun {
+                        name: "ours".into(),
+                        description: String::new(),
+                        mcps: summary(2.0),
+                        mcps_trials: vec![2.0],
+                        reached: 500_000,
+                        limit: 524_288,
+                        fill_seconds: 3.0,
+                        capacity_note: "port space".into(),
+                        slab_bytes_per_connection: Some(300.0),
+                        table_bytes_per_connection: Some(280.0),
+                        memory_note: String::new(),
+                    },
+                    NewConnectionsRun {
+                        name: "nftables".into(),
+                        description: String::new(),
+                        mcps: summary(0.5),
+                        mcps_trials: vec![0.5],
+                        reached: 262_144,
+                        limit: 262_144,
+                        fill_seconds: 3.0,
+                        capacity_note: "early drop".into(),
+                        slab_bytes_per_connection: Some(400.0),
+                        table_bytes_per_connection: Some(256.0),
+                        memory_note: String::new(),
+                    },
+                ],
+                ratio: Some(RatioRow {
+                    numerator: "ours".into(),
+                    denominator: "nftables".into(),
+                    ratio: Ratio::of(&[2.0], &[0.5]).unwrap(),
+                    target: Some(5.0),
+                    met: Some(false),
+                }),
+                capacity_target: 1 << 20,
+            }),
             not_measured: vec![NotMeasured {
                 scenario: "S1".into(),
                 title: "NAT44".into(),
@@ -735,6 +928,12 @@ mod tests {
         ));
         assert!(text.contains("| ours / drop | 0.17 [0.17–0.17] | ≥ 0.8 | **no** |"));
         assert!(text.contains("S4b unsolicited inbound TCP SYN flood (64k): drop"));
+        assert!(text.contains("| ours | 2.000 [1.800–2.200] | 500000 | 524288 | 300 | 280 |"));
+        assert!(
+            text.contains("| new connections/s ours / nftables ≥ 5 | 4.00 [4.00–4.00] | **no** |")
+        );
+        assert!(text.contains("| tracked connections (default configuration) ≥ 1048576 |"));
+        assert!(text.contains("| slab memory per connection ours < nftables | 300 vs 400 | yes |"));
     }
 
     #[test]
@@ -743,6 +942,7 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("S3 v4 1k"));
         assert!(svg.contains("S4b SYN 64k (drops)"));
+        assert!(svg.contains("S2 new conn. (M/s)"));
         assert!(svg.contains("fwd_limit"));
         assert!(svg.contains("<rect"));
     }

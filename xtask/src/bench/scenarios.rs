@@ -1,15 +1,18 @@
 //! The scenarios of issue 5, one function each. A scenario whose dataplane does not exist yet
 //! reports why in a "not measured" row; measuring it later means filling in its function.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Duration};
 
 use super::{
     Protocol,
     driver::{Bench, Case, Direction, Metric, Priming, Variant, check_stop},
-    frame::{FrameSpec, TCP_ACK, TCP_SYN},
+    frame::{FIRST_SOURCE_PORT, FrameSpec, TCP_ACK, TCP_SYN},
     programs::{self, XDP_DROP, XDP_PASS, XDP_REDIRECT},
-    report::{NotMeasured, PathCost, ProgramCost, Throughput, flows_label},
-    stats::Summary,
+    report::{
+        NewConnections, NewConnectionsRun, NotMeasured, PathCost, ProgramCost, RatioRow,
+        Throughput, flows_label,
+    },
+    stats::{Ratio, Summary},
     topology::{self, v4, v6},
 };
 
@@ -18,6 +21,7 @@ use super::{
 pub struct Findings {
     pub throughput: Vec<Throughput>,
     pub program_cost: Option<ProgramCost>,
+    pub new_connections: Option<NewConnections>,
     pub not_measured: Vec<NotMeasured>,
 }
 
@@ -35,7 +39,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         id: "S1",
-        title: "NAT44, established flows (vs fwd_limit, vs nftables masquerade)",
+        title: "NAT44, established flows (vs fwd_limit, vs nftables source NAT)",
         run: s1_nat44_established,
     },
     Scenario {
@@ -121,20 +125,165 @@ fn not_yet(findings: &mut Findings, id: &str, reason: &str) -> anyhow::Result<()
     Ok(())
 }
 
-fn s1_nat44_established(_bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
-    not_yet(
-        findings,
-        "S1",
-        "not yet supported by the dataplane (no NAT gateway in the XDP program yet)",
-    )
+/// The generator's stream through the NAT gateway: instances of the NAT subnet (up to
+/// [`topology::NAT_HOSTS`] addresses, then ports) -> one internet host.
+fn nat_outbound(bench: &Bench, flows: u32) -> FrameSpec {
+    FrameSpec {
+        src: v4(topology::FIRST_NAT_PRIVATE),
+        addr_bits: flows.min(topology::NAT_HOSTS).trailing_zeros(),
+        ..ipv4_outbound(bench, flows)
+    }
 }
 
-fn s2_nat44_new_connections(_bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
-    not_yet(
-        findings,
-        "S2",
-        "not yet supported by the dataplane (no NAT gateway in the XDP program yet)",
-    )
+/// The most flows S1 primes and measures: 1M sessions do not fit the default table (2^20
+/// CONNTRACK entries, two per session: 512k sessions), nor 8 public IPs' ports towards one
+/// destination (8 x 64512).
+const S1_MAX_FLOWS: u32 = 1 << 16;
+
+/// Whether the NAT scenarios can run; if not, records them as not measured (a dataplane without
+/// NAT44 refuses the route to the NAT gateway).
+fn nat_available(findings: &mut Findings, id: &str) -> anyhow::Result<bool> {
+    match topology::nat_unsupported()? {
+        None => Ok(true),
+        Some(reason) => {
+            eprintln!("  {id}: no NAT gateway in this dataplane ({reason})");
+            not_yet(
+                findings,
+                id,
+                "not yet supported by the dataplane (no NAT gateway in the XDP program yet)",
+            )?;
+            Ok(false)
+        }
+    }
+}
+
+fn s1_nat44_established(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
+    if !nat_available(findings, "S1")? {
+        return Ok(());
+    }
+    let config = topology::gateway_config_nat();
+    let flow_counts = bench.options.flows.clone();
+    for &flows in flow_counts.iter().filter(|&&flows| flows <= S1_MAX_FLOWS) {
+        check_stop()?;
+        // A fresh gateway per case: the NAT tables start empty; priming makes every session
+        // (one packet per flow creates it in the gateway and in the kernel's conntrack alike).
+        bench.fresh_gateway_with(&config)?;
+        let spec = nat_outbound(bench, flows);
+        let priming = Priming {
+            outbound: (0..flows).map(|index| spec.frame(index)).collect(),
+            inbound: Vec::new(),
+        };
+        let case = Case {
+            scenario: "S1",
+            case: "NAT44 established, outbound".into(),
+            label: format!("S1 NAT44 {}", flows_label(flows)),
+            spec,
+            direction: Direction::Outbound,
+            metric: Metric::Delivered,
+            priming: Some(priming),
+            variants: vec![Variant::Ours, Variant::FwdLimit, Variant::NftablesNat],
+            ratios: vec![
+                (Variant::Ours, Variant::FwdLimit, Some(0.7)),
+                (Variant::Ours, Variant::NftablesNat, Some(3.0)),
+            ],
+        };
+        findings.throughput.push(bench.measure(&case)?);
+    }
+    if flow_counts.iter().any(|&flows| flows > S1_MAX_FLOWS) {
+        bench.warnings.push(format!(
+            "S1 stops at {}: more NAT sessions than the default table holds (CONNTRACK 2^20 \
+             entries, two per session) and than 8 public IPs have ports towards one destination",
+            flows_label(S1_MAX_FLOWS)
+        ));
+    }
+    Ok(())
+}
+
+/// S2's flows: 2^24 (65536 instances x 256 source ports), more than any trial sends, so that
+/// every generated frame is a new connection.
+const S2_FLOWS: u32 = 1 << 24;
+/// The issue's target: tracked connections in the default configuration.
+const S2_CAPACITY_TARGET: u64 = 1 << 20;
+
+fn s2_nat44_new_connections(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
+    if !nat_available(findings, "S2")? {
+        return Ok(());
+    }
+    let config = topology::gateway_config_nat();
+    let spec = nat_outbound(bench, S2_FLOWS);
+    // Short windows: the rate is that of an emptyish table (ours fills in well under a second).
+    // The fill: runs of a second until the table stops growing (quick: one short run).
+    let (window, fill) = if bench.options.quick {
+        (Duration::from_millis(100), (Duration::from_millis(500), 1))
+    } else {
+        (
+            bench.options.trial.min(Duration::from_millis(200)),
+            (Duration::from_secs(1), 15),
+        )
+    };
+    let variants = [Variant::Ours, Variant::NftablesNat];
+    let found = bench.new_connections(&spec, &config, &variants, window, fill)?;
+    let trials = |variant: Variant| -> Vec<f64> {
+        found
+            .iter()
+            .find(|run| run.variant == variant)
+            .map(|run| run.mcps_trials.clone())
+            .unwrap_or_default()
+    };
+    let ratio =
+        Ratio::of(&trials(Variant::Ours), &trials(Variant::NftablesNat)).map(|ratio| RatioRow {
+            numerator: Variant::Ours.name().into(),
+            denominator: Variant::NftablesNat.name().into(),
+            ratio,
+            target: Some(5.0),
+            met: Some(ratio.of_medians >= 5.0),
+        });
+    let runs = found
+        .into_iter()
+        .map(|run| NewConnectionsRun {
+            name: run.variant.name().into(),
+            description: run.variant.description().into(),
+            mcps: Summary::of(&run.mcps_trials).unwrap_or_default(),
+            mcps_trials: run.mcps_trials,
+            reached: run.reached,
+            limit: run.limit,
+            fill_seconds: run.fill_seconds,
+            capacity_note: run.capacity_note,
+            slab_bytes_per_connection: run.slab_bytes_per_connection,
+            table_bytes_per_connection: run.table_bytes_per_connection,
+            memory_note: run.memory_note,
+        })
+        .collect();
+    findings.new_connections = Some(NewConnections {
+        method: format!(
+            "Every generated packet is a new UDP flow ({} distinct flows: {} instances of the NAT \
+             subnet x source ports, one internet host), so each packet that reaches the sink is \
+             a connection the device under test created. Rate: {} interleaved trials per variant \
+             of {:.2} s, each from an empty table (ours: a fresh gateway; nftables: a conntrack \
+             flush). Capacity and memory: then per variant from an empty table, runs of {:.1} s \
+             until the table grows by less than 1% in one (at most {}); slab bytes are the growth of all slab caches (/proc/slabinfo, active \
+             objects x object size) over that run per connection held at its end, which counts \
+             allocator rounding and whatever else the machine allocated meanwhile, and reads \
+             low when freed objects (the flush, the previous gateway's maps) are reused; table \
+             bytes are the more precise figure.",
+            spec.flows,
+            topology::NAT_HOSTS,
+            if bench.options.quick {
+                1
+            } else {
+                bench.options.trials
+            },
+            window.as_secs_f64(),
+            fill.0.as_secs_f64(),
+            fill.1,
+        ),
+        flows: spec.flows,
+        frame_len: spec.frame_len(),
+        variants: runs,
+        ratio,
+        capacity_target: S2_CAPACITY_TARGET,
+    });
+    Ok(())
 }
 
 /// Builds a case's frame stream for a flow count.
@@ -288,7 +437,14 @@ fn s4_egress_only(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<
 }
 
 fn s5_program_cost(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
-    bench.fresh_gateway()?;
+    // With NAT44 in the dataplane, the config with the NAT gateway (a superset of the other):
+    // its paths are timed too.
+    let nat = topology::nat_unsupported()?.is_none();
+    if nat {
+        bench.fresh_gateway_with(&topology::gateway_config_nat())?;
+    } else {
+        bench.fresh_gateway()?;
+    }
     let (batches, calls) = if bench.options.quick {
         (3, 2_000)
     } else {
@@ -332,7 +488,7 @@ fn s5_program_cost(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result
     };
     let first_public =
         topology::elastic_ip_of(topology::FIRST_PRIVATE).unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let paths: Vec<(&str, Vec<u8>, u32, u32)> = vec![
+    let mut paths: Vec<(&str, Vec<u8>, u32, u32)> = vec![
         (
             "IGW IPv4 outbound (private -> Elastic IP)",
             outbound(topology::FIRST_PRIVATE),
@@ -402,6 +558,50 @@ fn s5_program_cost(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result
             XDP_PASS,
         ),
     ];
+    if nat {
+        // The session is made once, before the batches; the reply goes to its public endpoint.
+        let nat_outbound = outbound(topology::FIRST_NAT_PRIVATE);
+        bench.with_gateway_program(|bench, gateway| {
+            bench.run_cost(gateway, &nat_outbound, vpc, XDP_REDIRECT, 1, 1)
+        })?;
+        let (public, port) =
+            bench.nat_public_endpoint((topology::FIRST_NAT_PRIVATE, FIRST_SOURCE_PORT))?;
+        let reply = FrameSpec {
+            dst_mac: topology::INET_MAC,
+            src_mac: topology::SINK_MAC,
+            src: v4(public),
+            dst: v4(topology::INTERNET_HOST),
+            protocol: Protocol::Udp,
+            size: 64,
+            ttl: 64,
+            tcp_flags: TCP_ACK,
+            flows: 1 << 16,
+            addr_bits: 0,
+        }
+        .reverse_frame(
+            u32::from(port.wrapping_sub(FIRST_SOURCE_PORT)),
+            topology::INET_MAC,
+            topology::SINK_MAC,
+        );
+        let at = paths.len() - 2;
+        paths.splice(
+            at..at,
+            [
+                (
+                    "NAT44 outbound (established session)",
+                    nat_outbound,
+                    vpc,
+                    XDP_REDIRECT,
+                ),
+                (
+                    "NAT44 reply (established session)",
+                    reply,
+                    inet,
+                    XDP_REDIRECT,
+                ),
+            ],
+        );
+    }
     let empty_frame = outbound(topology::FIRST_PRIVATE);
     let repeat = if bench.options.quick {
         10_000

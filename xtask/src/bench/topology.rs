@@ -56,6 +56,15 @@ pub const FIRST_SOURCE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x1000, 1, 0,
 pub const FIRST_EGRESS_ONLY_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x1000, 2, 0, 0, 1, 0);
 pub const EGRESS_ONLY_HOSTS: u32 = 1024;
 
+/// The NAT gateway's subnet (scenarios S1, S2), in a second VPC CIDR of [`gateway_config_nat`]:
+/// flows add to the address (up to [`NAT_HOSTS`] instances), then to the source port.
+pub const FIRST_NAT_PRIVATE: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 0);
+pub const NAT_HOSTS: u32 = 1 << 16;
+/// The NAT gateway's public IPs: AWS's most (one primary, seven secondary), so that the port
+/// space (8 x 64512) is not what limits the table; the nftables baseline translates to the same.
+pub const FIRST_NAT_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 18, 16, 0);
+pub const NAT_PUBLIC_IPS: u32 = 8;
+
 /// The three namespaces and their veths. Dropping it deletes everything.
 pub struct Topology {
     // Field order is drop order: the namespaces go last, after whoever borrowed them.
@@ -164,7 +173,17 @@ impl Topology {
             "dev",
             INET_IF,
         ])?;
+        // The NAT gateway's subnet (scenarios S1, S2, S5): a second VPC CIDR, on the VPC side.
+        gateway.ip([
+            "route",
+            "add",
+            &format!("{FIRST_NAT_PRIVATE}/16"),
+            "dev",
+            VPC_IF,
+        ])?;
         for (address, lladdr, interface) in [
+            // The instance of the NAT44 reply path (program-cost scenario).
+            ("10.3.0.0", GEN_MAC, VPC_IF),
             ("198.19.255.2", SINK_MAC, INET_IF),
             ("2001:db8:ffff::2", SINK_MAC, INET_IF),
             // The instance of the inbound path (program-cost scenario).
@@ -344,6 +363,65 @@ elastic_ips = [
     text
 }
 
+/// [`gateway_config`] plus a NAT gateway (scenarios S1, S2): a second VPC CIDR whose subnet's
+/// default route is `nat-bench` with [`NAT_PUBLIC_IPS`] public IPs and the default port range and
+/// mapping. Only keys that a dataplane without NAT also parses: such a dataplane refuses the route
+/// to the NAT gateway, which is how the benchmark knows (see [`nat_unsupported`]).
+pub fn gateway_config_nat() -> String {
+    let base = gateway_config();
+    let mut text = base.replacen(
+        "ipv4_cidrs = [\"10.0.0.0/16\"]",
+        "ipv4_cidrs = [\"10.0.0.0/16\", \"10.3.0.0/16\"]",
+        1,
+    );
+    let public_ips = (0..NAT_PUBLIC_IPS)
+        .map(|index| {
+            format!(
+                "\"{}\"",
+                Ipv4Addr::from(u32::from(FIRST_NAT_PUBLIC) + index)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Writing to a String cannot fail.
+    let _ = write!(
+        text,
+        r#"
+# Scenarios S1 and S2: a private subnet behind a NAT gateway.
+[[subnets]]
+id = "subnet-bench-nat"
+ipv4_cidr = "{FIRST_NAT_PRIVATE}/16"
+route_table = "rtb-bench-nat"
+
+[[route_tables]]
+id = "rtb-bench-nat"
+routes = [{{ destination = "0.0.0.0/0", target = "nat-bench" }}]
+
+[[nat_gateways]]
+id = "nat-bench"
+public_ips = [{public_ips}]
+"#
+    );
+    text
+}
+
+/// Why the dataplane cannot run the NAT scenarios, if it cannot: its config parser refuses the
+/// route to a NAT gateway (a dataplane without NAT44). Any other problem with the config is an
+/// error of the benchmark itself.
+pub fn nat_unsupported() -> anyhow::Result<Option<String>> {
+    match gateway::config::Config::parse(&gateway_config_nat(), "bench-nat.toml") {
+        Ok(_) => Ok(None),
+        Err(error) => {
+            let text = error.to_string();
+            anyhow::ensure!(
+                text.contains("NAT gateway") && text.contains("not"),
+                "the benchmark's NAT gateway config: {text}"
+            );
+            Ok(Some(text))
+        }
+    }
+}
+
 /// The public address of a private one in [`gateway_config`].
 pub fn elastic_ip_of(private: Ipv4Addr) -> Option<Ipv4Addr> {
     let index = u32::from(private).checked_sub(u32::from(FIRST_PRIVATE))?;
@@ -375,5 +453,23 @@ mod tests {
             Some(Ipv4Addr::new(198, 18, 3, 255))
         );
         assert_eq!(elastic_ip_of(PRIVATE_WITHOUT_EIP), None);
+    }
+
+    /// Parses where the dataplane has NAT44; elsewhere the only complaint is the NAT route.
+    #[test]
+    fn nat_config_parses_or_is_refused_for_nat() {
+        match nat_unsupported().unwrap() {
+            None => {
+                let config = gateway::config::Config::parse(&gateway_config_nat(), "bench.toml")
+                    .unwrap_or_else(|error| panic!("{error}"));
+                assert_eq!(config.nat_gateways.len(), 1);
+                assert_eq!(
+                    config.nat_gateways[0].public_ips.len(),
+                    NAT_PUBLIC_IPS as usize
+                );
+                assert_eq!(config.subnets.len(), 3);
+            }
+            Some(reason) => assert!(reason.contains("nat-bench"), "{reason}"),
+        }
     }
 }
