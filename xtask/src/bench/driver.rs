@@ -1051,8 +1051,13 @@ pub struct NewConnectionsFound {
 /// Bytes in slab caches now: active objects x object size, over every cache of /proc/slabinfo.
 fn slab_bytes() -> anyhow::Result<u64> {
     let text = std::fs::read_to_string("/proc/slabinfo").context("reading /proc/slabinfo")?;
-    Ok(text
-        .lines()
+    Ok(slab_bytes_in(&text))
+}
+
+/// [`slab_bytes`] of a /proc/slabinfo text (two header lines, then `name active_objs num_objs
+/// objsize ...`).
+fn slab_bytes_in(text: &str) -> u64 {
+    text.lines()
         .skip(2)
         .filter_map(|line| {
             let mut fields = line.split_whitespace().skip(1);
@@ -1061,18 +1066,22 @@ fn slab_bytes() -> anyhow::Result<u64> {
             let size: u64 = fields.next()?.parse().ok()?;
             Some(active * size)
         })
-        .sum())
+        .sum()
 }
 
 /// The object size of one slab cache in /proc/slabinfo.
 fn slab_object_size(cache: &str) -> anyhow::Result<Option<u64>> {
     let text = std::fs::read_to_string("/proc/slabinfo").context("reading /proc/slabinfo")?;
-    Ok(text.lines().find_map(|line| {
+    Ok(slab_object_size_in(&text, cache))
+}
+
+fn slab_object_size_in(text: &str, cache: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
         let mut fields = line.split_whitespace();
         (fields.next()? == cache)
             .then(|| fields.nth(2)?.parse().ok())
             .flatten()
-    }))
+    })
 }
 
 /// `memlock` of every map the gateway program uses (fdinfo: what the kernel charges for the
@@ -1112,6 +1121,9 @@ impl Bench {
         match variant {
             Variant::Ours => self.fresh_gateway_with(config),
             Variant::NftablesNat => {
+                // The ruleset on and off first: it loads conntrack and NAT where they are
+                // modules, so that the flush and the counts below find them.
+                self.set_variant(Variant::NftablesNat, Direction::Outbound)?;
                 self.set_variant(Variant::Kernel, Direction::Outbound)?;
                 self.topology
                     .gateway
@@ -1336,5 +1348,24 @@ impl Bench {
             .enter(nftables::flush_conntrack)
             .context("flushing the gateway namespace's conntrack")?;
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SLABINFO: &str = "slabinfo - version: 2.1
+# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>
+nf_conntrack       66656  66656    256   16    1 : tunables    0    0    0 : slabdata   4166   4166      0
+kmalloc-64          1000   1024     64   64    1 : tunables    0    0    0 : slabdata     16     16      0
+";
+
+    #[test]
+    fn reads_slabinfo() {
+        assert_eq!(slab_bytes_in(SLABINFO), 66656 * 256 + 1000 * 64);
+        assert_eq!(slab_object_size_in(SLABINFO, "nf_conntrack"), Some(256));
+        assert_eq!(slab_object_size_in(SLABINFO, "kmalloc-64"), Some(64));
+        assert_eq!(slab_object_size_in(SLABINFO, "nf_conntrack_expect"), None);
     }
 }
