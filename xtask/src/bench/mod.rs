@@ -306,8 +306,9 @@ fn run_in_process(options: Options) -> anyhow::Result<()> {
              addresses on the internet interface. S1 primes every flow before each trial of the \
              stateful variants (one packet per flow, sent one at a time and checked to arrive: \
              it creates the session in the gateway and in the kernel's conntrack alike) and \
-             stops at 64k flows (1M sessions exceed the default table). UDP sessions count as \
-             established once created."
+             stops at 64k flows (1M sessions exceed the default table). S1 and S2 are always UDP \
+             (a UDP session exists once its first packet is through; TCP would need a \
+             handshake the generator cannot answer)."
                 .to_string(),
         );
     }
