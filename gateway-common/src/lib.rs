@@ -9,6 +9,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod bench;
 pub mod checksum;
 pub mod conntrack;
 pub mod counters;

@@ -20,7 +20,7 @@ use super::{
     inject::PacketSocket,
     nftables,
     perf::{self, CpuCycles},
-    programs::{self, BenchPrograms, GeneratorConfig},
+    programs::{self, BenchPrograms},
     report::{PerfStatus, RatioRow, Throughput, VariantRun},
     stats::{Ratio, Summary},
     topology::{self, Topology},
@@ -694,7 +694,7 @@ impl Bench {
         spec.validate()?;
         let template = spec.frame(0);
         self.programs
-            .set_generator(&GeneratorConfig::from_spec(spec))?;
+            .set_generator(&programs::generator_config(spec))?;
         self.self_test(spec, &template)
             .with_context(|| format!("{} {}: generator self-test", case.scenario, case.case))?;
         let trial = self.options.trial;
@@ -1178,7 +1178,7 @@ impl Bench {
         spec.validate()?;
         let template = spec.frame(0);
         self.programs
-            .set_generator(&GeneratorConfig::from_spec(spec))?;
+            .set_generator(&programs::generator_config(spec))?;
         self.self_test(spec, &template)
             .context("S2: generator self-test")?;
         let how = (Direction::Outbound, Metric::Delivered);

@@ -25,71 +25,38 @@ pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 
-/// Mirror of `GeneratorConfig` in gateway-ebpf/src/bench.rs.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GeneratorConfig {
-    pub flows_mask: u32,
-    pub addr_bits: u32,
-    pub family: u32,
-    pub protocol: u32,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub macs: [u8; 12],
-    pub src_port: u16,
-    pub dst_port: u16,
-    pub ttl: u8,
-    pub _pad: [u8; 3],
-    pub ip_check: u16,
-    pub l4_check: u16,
-}
-const _: () = assert!(std::mem::size_of::<GeneratorConfig>() == 72);
+pub use gateway_common::bench::{FwdLimitConfig, GeneratorConfig};
 
-/// Mirror of `FwdLimitConfig` in gateway-ebpf/src/bench.rs.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FwdLimitConfig {
-    pub macs: [u8; 12],
-    pub _pad: [u8; 4],
-}
-const _: () = assert!(std::mem::size_of::<FwdLimitConfig>() == 16);
-
-// SAFETY: #[repr(C)], integers and byte arrays only, every padding byte an explicit field.
-unsafe impl aya::Pod for GeneratorConfig {}
-// SAFETY: as above.
-unsafe impl aya::Pod for FwdLimitConfig {}
-
-impl GeneratorConfig {
-    pub fn from_spec(spec: &FrameSpec) -> GeneratorConfig {
-        let (ip_check, l4_check) = spec.template_checksums();
-        let mut config = GeneratorConfig {
-            flows_mask: spec.flows - 1,
-            addr_bits: spec.addr_bits,
-            protocol: u32::from(spec.protocol.number()),
-            src_port: super::frame::FIRST_SOURCE_PORT,
-            dst_port: super::frame::BENCH_PORT,
-            ttl: spec.ttl,
-            ip_check,
-            l4_check,
-            ..GeneratorConfig::default()
-        };
-        config.macs[..6].copy_from_slice(&spec.dst_mac);
-        config.macs[6..].copy_from_slice(&spec.src_mac);
-        match (spec.src, spec.dst) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                config.family = 4;
-                config.src[..4].copy_from_slice(&src.octets());
-                config.dst[..4].copy_from_slice(&dst.octets());
-            }
-            (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                config.family = 6;
-                config.src = src.octets();
-                config.dst = dst.octets();
-            }
-            _ => unreachable!("FrameSpec::validate rejects mixed families"),
+/// The generator's map value for frames described by `spec`.
+pub fn generator_config(spec: &FrameSpec) -> GeneratorConfig {
+    let (ip_check, l4_check) = spec.template_checksums();
+    let mut config = GeneratorConfig {
+        flows_mask: spec.flows - 1,
+        addr_bits: spec.addr_bits,
+        protocol: u32::from(spec.protocol.number()),
+        src_port: super::frame::FIRST_SOURCE_PORT,
+        dst_port: super::frame::BENCH_PORT,
+        ttl: spec.ttl,
+        ip_check,
+        l4_check,
+        ..GeneratorConfig::default()
+    };
+    config.macs[..6].copy_from_slice(&spec.dst_mac);
+    config.macs[6..].copy_from_slice(&spec.src_mac);
+    match (spec.src, spec.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            config.family = 4;
+            config.src[..4].copy_from_slice(&src.octets());
+            config.dst[..4].copy_from_slice(&dst.octets());
         }
-        config
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            config.family = 6;
+            config.src = src.octets();
+            config.dst = dst.octets();
+        }
+        _ => unreachable!("FrameSpec::validate rejects mixed families"),
     }
+    config
 }
 
 /// The kernel's `struct xdp_md` as `BPF_PROG_RUN` takes it: the frame's length and the interface
