@@ -4,9 +4,10 @@
 //! entry alone, skipping the route-table and FIB lookups that dominate the per-packet cost.
 //!
 //! Stateless decisions (internet gateway and local routes) are taken from the entry alone. For
-//! the egress-only gateway the entry saves the route and FIB lookups, but every TCP/UDP packet
-//! still refreshes (outbound) or must match (replies) its connection-tracking entry; anything
-//! else goes through the slow path. NAT flows are never cached. A cached next hop is used
+//! the egress-only and NAT gateways the entry saves the route and FIB lookups, but every TCP/UDP
+//! packet still refreshes (outbound) or must match (replies) its connection-tracking session, and
+//! a NAT packet is rewritten to the endpoint its session holds; ICMP, fragments, hairpinned
+//! packets and anything else go through the slow path. A cached next hop is used
 //! for at most `NEXT_HOP_CACHE_NS`, so neighbour and route changes take effect within a second,
 //! and only for packets no longer than one the FIB already accepted (its MTU check). Everything
 //! else, and anything unusual about a packet (TTL about to expire, ICMP errors, VLAN tags), takes
@@ -27,6 +28,7 @@ use crate::{
     eigw, flow,
     igw::{DESTINATION, SOURCE, rewrite_address},
     maps::{FLOWS, REDIRECT_DEVICES},
+    nat44,
     parsing::{Ipv4Packet, Ipv6Packet, ptr_at},
 };
 
@@ -43,7 +45,8 @@ fn usable(stats: &FlowStats, length: u16, now: u64) -> bool {
         && length <= stats.next_hop_max_length
         && (stats.route_target == target::INTERNET_GATEWAY
             || stats.route_target == target::LOCAL
-            || stats.route_target == target::EGRESS_ONLY_INTERNET_GATEWAY)
+            || stats.route_target == target::EGRESS_ONLY_INTERNET_GATEWAY
+            || stats.route_target == target::NAT_GATEWAY)
 }
 
 /// The forwarding counter of a cached decision.
@@ -98,6 +101,18 @@ pub fn ipv4(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32) -> u32 {
     if !usable(stats, packet.total_length, now) {
         return NOT_HANDLED;
     }
+    if stats.route_target == target::NAT_GATEWAY {
+        let outbound = stats.direction != direction::INGRESS;
+        let packed = nat44::fast_session(ctx, packet, outbound);
+        if packed == 0 {
+            return NOT_HANDLED;
+        }
+        // The session is refreshed and counted: from here on a failure is a drop.
+        if !nat44::fast_rewrite(ctx, packet, outbound, packed) {
+            return drop(Counter::DropTruncatedIpv4);
+        }
+        return finish_v4(ctx, packet, stats, now);
+    }
     let src = [
         stats.translated_src[0],
         stats.translated_src[1],
@@ -118,6 +133,13 @@ pub fn ipv4(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32) -> u32 {
     if dst != packet.dst && rewrite_address(ctx, packet, DESTINATION, packet.dst, dst).is_err() {
         return drop(Counter::DropTruncatedIpv4);
     }
+    count(forward_counter(stats, false));
+    finish_v4(ctx, packet, stats, now)
+}
+
+/// TTL, flow statistics and redirect of a rewritten IPv4 packet.
+#[inline(always)]
+fn finish_v4(ctx: &XdpContext, packet: &Ipv4Packet, stats: &mut FlowStats, now: u64) -> u32 {
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, packet.l3) else {
         return drop(Counter::DropTruncatedIpv4);
     };
@@ -128,7 +150,6 @@ pub fn ipv4(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32) -> u32 {
         let new_word = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
         checksum::replace_u16(&raw mut (*ip).check, old_word, new_word);
     }
-    count(forward_counter(stats, false));
     flow::add_fast_path_packet(stats, packet.total_length, packet.tcp_flags, now);
     redirect(ctx, stats)
 }

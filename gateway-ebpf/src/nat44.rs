@@ -918,6 +918,96 @@ fn hairpin(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, work: &mut NatWo
     FORWARD
 }
 
+/// The fast path's share of the NAT gateway, for a TCP or UDP packet of a live session that is
+/// neither a fragment nor hairpinned: refreshes the session exactly as the slow path does and
+/// returns the endpoint to rewrite to (outbound: the public source; inbound: the private
+/// destination) packed as `1 << 48 | address << 16 | port`. 0: the slow path must decide
+/// (a new flow, an expired or unknown session, a packet out of step with it), and nothing was
+/// changed.
+#[inline(never)]
+pub fn fast_session(ctx: &XdpContext, packet: &Ipv4Packet, outbound: bool) -> u64 {
+    if packet.protocol != IPPROTO_TCP && packet.protocol != IPPROTO_UDP {
+        return 0;
+    }
+    if packet.later_fragment || fragment_info(ctx, packet) >> 16 != 0 {
+        return 0;
+    }
+    let Some(work) = work() else {
+        return 0;
+    };
+    work.now = now();
+    if identify(ctx, packet, work, outbound).is_err() {
+        return 0;
+    }
+    let (addr, port) = if outbound {
+        // SAFETY: plain data, only tested for presence.
+        if unsafe { NAT_PUBLIC_IPS.get(packet.dst) }.is_some() {
+            return 0;
+        }
+        set_out_key(work);
+        let Some(entry) = CONNTRACK.get_ptr_mut(&work.out_key) else {
+            return 0;
+        };
+        if !is_live(entry, work.protocol, work.now) || refresh(entry, work, true).is_some() {
+            return 0;
+        }
+        // SAFETY: live map value.
+        unsafe { (narrow(&(*entry).translated_addr), (*entry).translated_port) }
+    } else {
+        if session_inbound(work).is_some() {
+            return 0;
+        }
+        (work.private_addr, work.private_port)
+    };
+    count_fast_path(outbound, packet.total_length);
+    (1 << 48) | ((u32::from_be_bytes(addr) as u64) << 16) | port as u64
+}
+
+/// The counters the slow path moves for a forwarded packet of an established session.
+#[inline(always)]
+fn count_fast_path(outbound: bool, length: u16) {
+    if outbound {
+        count_bytes(
+            Counter::NatPacketsInFromSource,
+            Counter::NatBytesInFromSource,
+            length,
+        );
+        count(Counter::ForwardNatOutbound);
+        count_bytes(
+            Counter::NatPacketsOutToDestination,
+            Counter::NatBytesOutToDestination,
+            length,
+        );
+    } else {
+        count_bytes(
+            Counter::NatPacketsInFromDestination,
+            Counter::NatBytesInFromDestination,
+            length,
+        );
+        count(Counter::ForwardNatInbound);
+        count_bytes(
+            Counter::NatPacketsOutToSource,
+            Counter::NatBytesOutToSource,
+            length,
+        );
+    }
+}
+
+/// Rewrites a fast-path packet to the endpoint [`fast_session`] returned: the source of an
+/// outbound packet, the destination of an inbound one.
+#[inline(always)]
+pub fn fast_rewrite(ctx: &XdpContext, packet: &Ipv4Packet, outbound: bool, packed: u64) -> bool {
+    let addr = ((packed >> 16) as u32).to_be_bytes();
+    let port = packed as u16;
+    if outbound {
+        rewrite_address(ctx, packet, SOURCE, packet.src, addr).is_ok()
+            && rewrite_port(ctx, packet, SOURCE, packet.src_port, port).is_ok()
+    } else {
+        rewrite_address(ctx, packet, DESTINATION, packet.dst, addr).is_ok()
+            && rewrite_port(ctx, packet, DESTINATION, packet.dst_port, port).is_ok()
+    }
+}
+
 /// IPv4 from the internet to public address of NAT gateway `gateway`.
 #[inline(never)]
 pub fn inbound(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, gateway: u32) -> u32 {

@@ -145,6 +145,7 @@ impl TestGateway {
     /// The gateway with another configuration of the same two interfaces; `extra_setup` are
     /// further `ip` commands (addresses, neighbours) that configuration needs in the namespace.
     pub fn with_config(config: &Config, extra_setup: &[String]) -> TestGateway {
+        pin_to_one_cpu();
         let netns = NetNs::enter();
         for command in [
             "link set lo up".to_string(),
@@ -324,4 +325,24 @@ pub fn expected_delta(counters: &[Counter]) -> BTreeMap<&'static str, u64> {
         *expected.entry(counter.name()).or_insert(0) += 1;
     }
     expected
+}
+
+/// Pins the calling thread to the first CPU it may run on: `BPF_PROG_TEST_RUN` runs the program
+/// on the caller's CPU, and the flow entries (and so the fast path's cached decisions) are per
+/// CPU, so a test that expects a flow's second packet to take the fast path must not move.
+fn pin_to_one_cpu() {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t owned here; 0 = the calling thread.
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
+            return;
+        }
+        let Some(cpu) = (0..libc::CPU_SETSIZE as usize).find(|&cpu| libc::CPU_ISSET(cpu, &allowed))
+        else {
+            return;
+        };
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+    }
 }
