@@ -65,8 +65,9 @@ impl Handling {
     }
 }
 
+/// An IPv4 address in a 16-byte address field (first 4 bytes, the rest zero).
 #[inline(always)]
-fn widen(addr: [u8; 4]) -> [u8; 16] {
+pub fn widen(addr: [u8; 4]) -> [u8; 16] {
     let mut wide = [0u8; 16];
     wide[0] = addr[0];
     wide[1] = addr[1];

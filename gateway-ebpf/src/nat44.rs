@@ -35,7 +35,7 @@ use crate::{
     checksum,
     conntrack::timeout,
     counters::{count, drop, pass},
-    flow::{self, Handling},
+    flow::{self, Handling, widen},
     forwarding,
     igw::{DESTINATION, SOURCE, rewrite_address},
     maps::{CONNTRACK, NAT_FRAGMENTS, NAT_GATEWAYS, NAT_MAPPINGS, NAT_PUBLIC_IPS, NAT_WORK},
@@ -106,16 +106,6 @@ pub struct NatWork {
     /// 1: the IN entry of the session being created was inserted by this packet.
     pub in_inserted: u8,
     pub _pad: u8,
-}
-
-#[inline(always)]
-fn widen(addr: [u8; 4]) -> [u8; 16] {
-    let mut wide = [0u8; 16];
-    wide[0] = addr[0];
-    wide[1] = addr[1];
-    wide[2] = addr[2];
-    wide[3] = addr[3];
-    wide
 }
 
 #[inline(always)]

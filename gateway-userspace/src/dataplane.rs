@@ -556,11 +556,3 @@ pub fn combine<'a>(values: impl Iterator<Item = &'a FlowStats>) -> Option<FlowSt
     }
     combined
 }
-
-/// Names the counters for display.
-pub fn counter_table(counters: &[(Counter, u64)]) -> StdHashMap<&'static str, u64> {
-    counters
-        .iter()
-        .map(|(counter, value)| (counter.name(), *value))
-        .collect()
-}

@@ -330,6 +330,91 @@ fn join<T>(handle: thread::JoinHandle<anyhow::Result<T>>) -> anyhow::Result<T> {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
+/// Sends complete IP packets (header included, IPv4 or IPv6 by their version) from `ns` through
+/// raw sockets, paced so that no queue on the way overflows. For tests that forge what no socket
+/// API sends: scans, spoofed flags, errors quoting unknown flows.
+pub fn send_raw(ns: &Netns, packets: Vec<Vec<u8>>) -> anyhow::Result<()> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
+    ns.enter(move || {
+        let open = |family: libc::c_int| -> anyhow::Result<OwnedFd> {
+            // SAFETY: plain socket(2); the descriptor is owned below. For IPv4, IPPROTO_RAW
+            // implies IP_HDRINCL.
+            let fd = unsafe { libc::socket(family, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+            ensure!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            // SAFETY: a new descriptor owned by nobody else.
+            let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+            if family == libc::AF_INET6 {
+                let one: libc::c_int = 1;
+                // SAFETY: valid descriptor, option value of the size passed.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        socket.as_raw_fd(),
+                        libc::IPPROTO_IPV6,
+                        libc::IPV6_HDRINCL,
+                        (&raw const one).cast(),
+                        size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                ensure!(rc == 0, "IPV6_HDRINCL: {}", std::io::Error::last_os_error());
+            }
+            Ok(socket)
+        };
+        let (v4, v6) = (open(libc::AF_INET)?, open(libc::AF_INET6)?);
+        for (index, packet) in packets.iter().enumerate() {
+            ensure!(!packet.is_empty(), "scan packet {index} is empty");
+            // SAFETY (both arms): all-zero is a valid sockaddr; buffer and address valid for the
+            // lengths passed.
+            let sent = if packet[0] >> 4 == 6 {
+                let destination: [u8; 16] = packet
+                    .get(24..40)
+                    .and_then(|bytes| bytes.try_into().ok())
+                    .context("IPv6 packet shorter than its header")?;
+                let mut to: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+                to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                to.sin6_addr.s6_addr = destination;
+                unsafe {
+                    libc::sendto(
+                        v6.as_raw_fd(),
+                        packet.as_ptr().cast(),
+                        packet.len(),
+                        0,
+                        (&raw const to).cast(),
+                        size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                    )
+                }
+            } else {
+                let destination: [u8; 4] = packet
+                    .get(16..20)
+                    .and_then(|bytes| bytes.try_into().ok())
+                    .context("IPv4 packet shorter than its header")?;
+                let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                to.sin_family = libc::AF_INET as libc::sa_family_t;
+                to.sin_addr.s_addr = u32::from_ne_bytes(destination);
+                unsafe {
+                    libc::sendto(
+                        v4.as_raw_fd(),
+                        packet.as_ptr().cast(),
+                        packet.len(),
+                        0,
+                        (&raw const to).cast(),
+                        size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    )
+                }
+            };
+            ensure!(
+                sent == packet.len() as isize,
+                "sending scan packet {index}: {}",
+                std::io::Error::last_os_error()
+            );
+            if index % 32 == 31 {
+                thread::sleep(Duration::from_millis(2));
+            }
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

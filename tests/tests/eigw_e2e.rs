@@ -11,14 +11,13 @@
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::Path,
     sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, ensure};
+use anyhow::Context as _;
 use etherparse::{
     IcmpEchoHeader, Icmpv6Type, PacketBuilder,
     icmpv6::{DestUnreachableCode, ParameterProblemCode, ParameterProblemHeader, TimeExceededCode},
@@ -469,62 +468,6 @@ fn scan_packets() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     ]
 }
 
-/// Sends complete IPv6 packets (header included) from `ns` through a raw socket, paced so that
-/// no queue on the way overflows.
-fn send_raw(ns: &Netns, packets: Vec<Vec<u8>>) {
-    ns.enter(move || {
-        // SAFETY: plain socket(2); the descriptor is owned below.
-        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-        ensure!(
-            fd >= 0,
-            "raw IPv6 socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a new descriptor owned by nobody else.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-        let one: libc::c_int = 1;
-        // SAFETY: valid descriptor, option value of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IPV6,
-                libc::IPV6_HDRINCL,
-                (&raw const one).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        ensure!(rc == 0, "IPV6_HDRINCL: {}", std::io::Error::last_os_error());
-        for (index, packet) in packets.iter().enumerate() {
-            let destination: [u8; 16] = packet[24..40].try_into().expect("IPv6 destination");
-            // SAFETY: all-zero is a valid sockaddr_in6.
-            let mut to: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-            to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            to.sin6_addr.s6_addr = destination;
-            // SAFETY: buffer and address valid for the lengths passed.
-            let sent = unsafe {
-                libc::sendto(
-                    socket.as_raw_fd(),
-                    packet.as_ptr().cast(),
-                    packet.len(),
-                    0,
-                    (&raw const to).cast(),
-                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            };
-            ensure!(
-                sent == packet.len() as isize,
-                "sending scan packet {index}: {}",
-                std::io::Error::last_os_error()
-            );
-            if index % 32 == 31 {
-                thread::sleep(Duration::from_millis(2));
-            }
-        }
-        Ok(())
-    })
-    .unwrap_or_else(|error| panic!("sending from {}: {error:#}", ns.name()));
-}
-
 /// What the capture inside the instance must never see: anything from the internet host other
 /// than neighbour discovery (which cannot come from an off-link address anyway).
 const INSIDE_FILTER: &str = "ip6 and not (icmp6 and ip6[40] >= 133 and ip6[40] <= 137)";
@@ -561,7 +504,8 @@ fn a_scan_from_the_internet_reaches_nothing_inside() {
     let mut sent = Vec::new();
     for (kind, packets) in scan {
         sent.push((kind, packets.len()));
-        send_raw(internet, packets);
+        traffic::send_raw(internet, packets)
+            .unwrap_or_else(|error| panic!("sending from {}: {error:#}", internet.name()));
     }
     // Real connection attempts (the kernel's own SYNs and retransmissions) and pings.
     let target = SocketAddr::new(ip(addr::INSTANCE_V6), PROBED_TCP_PORT);

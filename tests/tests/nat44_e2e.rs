@@ -13,13 +13,12 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, ensure};
+use anyhow::Context as _;
 use etherparse::{IcmpEchoHeader, Icmpv4Type, PacketBuilder};
 use gateway::control::{ConntrackRow, StatsReply};
 use gateway_tests::{
@@ -508,50 +507,6 @@ fn echo_request(id: u16) -> Vec<u8> {
     })
 }
 
-/// Sends complete IPv4 packets (header included) from `ns` through a raw socket, paced so that no
-/// queue on the way overflows.
-fn send_raw(ns: &Netns, packets: Vec<Vec<u8>>) {
-    ns.enter(move || {
-        // SAFETY: plain socket(2); the descriptor is owned below. IPPROTO_RAW implies IP_HDRINCL.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-        ensure!(
-            fd >= 0,
-            "raw IPv4 socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a new descriptor owned by nobody else.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-        for (index, packet) in packets.iter().enumerate() {
-            let destination: [u8; 4] = packet[16..20].try_into().expect("IPv4 destination");
-            // SAFETY: all-zero is a valid sockaddr_in.
-            let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-            to.sin_family = libc::AF_INET as libc::sa_family_t;
-            to.sin_addr.s_addr = u32::from_ne_bytes(destination);
-            // SAFETY: buffer and address valid for the lengths passed.
-            let sent = unsafe {
-                libc::sendto(
-                    socket.as_raw_fd(),
-                    packet.as_ptr().cast(),
-                    packet.len(),
-                    0,
-                    (&raw const to).cast(),
-                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            };
-            ensure!(
-                sent == packet.len() as isize,
-                "sending scan packet {index}: {}",
-                std::io::Error::last_os_error()
-            );
-            if index % 32 == 31 {
-                thread::sleep(Duration::from_millis(2));
-            }
-        }
-        Ok(())
-    })
-    .unwrap_or_else(|error| panic!("sending from {}: {error:#}", ns.name()));
-}
-
 /// Services listening on both private hosts; they must never hear from the internet.
 fn services(
     host: &Netns,
@@ -636,7 +591,8 @@ fn unsolicited_connections_and_a_port_scan_from_the_internet_reach_nothing_insid
         ("drop_nat_unsolicited_icmp", pings.len() as u64),
     ];
     for packets in [syns, acks, udps, pings] {
-        send_raw(internet, packets);
+        traffic::send_raw(internet, packets)
+            .unwrap_or_else(|error| panic!("sending from {}: {error:#}", internet.name()));
     }
     // A real connection attempt (the kernel's SYN and its retransmission) and a real ping.
     let target = SocketAddr::new(ip(PUBLIC), PROBED_TCP_PORT);
