@@ -1373,6 +1373,116 @@ mod tests {
         assert_eq!(fit_udp(big.clone(), &large), big);
     }
 
+    /// An upstream on loopback that answers every query with one A record, and reports the
+    /// message IDs it saw.
+    async fn answering_upstream() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<u16>) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let address = socket.local_addr().unwrap();
+        let (ids, seen) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut buffer = [0u8; 1500];
+            while let Ok((length, client)) = socket.recv_from(&mut buffer).await {
+                let query = Message::from_vec(&buffer[..length]).unwrap();
+                ids.send(query.id).unwrap();
+                let name = query.queries[0].name.to_ascii();
+                let answer = response(
+                    &query,
+                    ResponseCode::NoError,
+                    vec![a(&name, 42, "198.51.100.10")],
+                );
+                let mut answer = answer;
+                answer.metadata.id = query.id;
+                socket
+                    .send_to(&answer.to_vec().unwrap(), client)
+                    .await
+                    .unwrap();
+            }
+        });
+        (address, seen)
+    }
+
+    fn loopback_resolver(upstreams: Vec<SocketAddr>) -> Resolver {
+        let config = Dns64Config {
+            listen: vec![],
+            upstream: upstreams,
+            exclude_aaaa: vec![],
+            timeout: Duration::from_millis(200),
+        };
+        Resolver::new("nat-test", &config, net("2001:db8:64::/96"), Arc::default())
+    }
+
+    #[tokio::test]
+    async fn a_silent_upstream_is_skipped_and_ids_are_not_the_clients() {
+        // Bound but never read: queries to it go unanswered.
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (answering, mut seen) = answering_upstream().await;
+        let resolver = loopback_resolver(vec![silent.local_addr().unwrap(), answering]);
+        let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+
+        let q = query("v4only.example.", RecordType::AAAA);
+        let bytes = resolver
+            .answer(&q.to_vec().unwrap(), client, Transport::Udp)
+            .await
+            .expect("an answer");
+        let answer = Message::from_vec(&bytes).unwrap();
+        assert_eq!(answer.id, q.id);
+        assert_eq!(
+            answers_of(&answer),
+            [(
+                "v4only.example.".into(),
+                42,
+                "2001:db8:64::c633:640a".into()
+            )]
+        );
+        // The AAAA and the A query reached the second upstream, under IDs of their own.
+        let ids = [seen.recv().await.unwrap(), seen.recv().await.unwrap()];
+        assert!(ids.iter().all(|id| *id != q.id), "{ids:?}");
+        assert_eq!(
+            resolver.counters.snapshot(),
+            Dns64Stats {
+                queries: 1,
+                synthesised: 1,
+                ..Dns64Stats::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn no_answer_from_any_upstream_is_servfail() {
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let resolver = loopback_resolver(vec![silent.local_addr().unwrap()]);
+        let q = query("v4only.example.", RecordType::A);
+        let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let bytes = resolver
+            .answer(&q.to_vec().unwrap(), client, Transport::Udp)
+            .await
+            .expect("an answer");
+        let answer = Message::from_vec(&bytes).unwrap();
+        assert_eq!(
+            (answer.id, answer.response_code),
+            (q.id, ResponseCode::ServFail)
+        );
+        assert_eq!(answer.queries, q.queries);
+        assert_eq!(resolver.counters.snapshot().upstream_failures, 1);
+
+        // Garbage and responses are dropped without an answer.
+        assert_eq!(
+            resolver
+                .answer(b"\x00\x01garbage", client, Transport::Udp)
+                .await,
+            None
+        );
+        let mut not_a_query = q.clone();
+        not_a_query.metadata.message_type = MessageType::Response;
+        assert_eq!(
+            resolver
+                .answer(&not_a_query.to_vec().unwrap(), client, Transport::Udp)
+                .await,
+            None
+        );
+        assert_eq!(resolver.counters.snapshot().malformed_dropped, 2);
+    }
+
     #[test]
     fn warnings_are_rate_limited() {
         let limiter = WarnLimiter::default();
