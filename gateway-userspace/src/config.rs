@@ -22,7 +22,7 @@ use std::{
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-pub use self::dns64::{DEFAULT_DNS64_TIMEOUT_MS, DEFAULT_EXCLUDE_AAAA, DNS_PORT, Dns64Config};
+pub use self::dns64::Dns64Config;
 use self::reader::{At, Sink, TableReader};
 
 /// Where `gateway stats` finds the controller when `[controller] socket` is not set.

@@ -1483,6 +1483,29 @@ mod tests {
         assert_eq!(resolver.counters.snapshot().malformed_dropped, 2);
     }
 
+    #[tokio::test]
+    async fn a_listen_address_that_cannot_be_bound_stops_the_start_naming_it() {
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap();
+        let text = format!(
+            "[vpc]\nid = \"vpc-t\"\naccount_id = \"123456789012\"\nipv4_cidrs = [\"10.0.0.0/16\"]\n\
+             [[interfaces]]\nname = \"gw-vpc\"\nrole = \"vpc\"\n\
+             [[interfaces]]\nname = \"gw-inet\"\nrole = \"internet\"\n\
+             [[nat_gateways]]\nid = \"nat-a\"\npublic_ips = [\"198.51.100.1\"]\n\
+             nat64_prefix = \"64:ff9b::/96\"\n[nat_gateways.dns64]\n\
+             listen = [\"{address}\"]\nupstream = [\"192.0.2.53\"]\n"
+        );
+        let config = Config::parse(&text, "t").expect("a valid config");
+        let error = Dns64Service::start(&config)
+            .await
+            .err()
+            .expect("the address is taken");
+        assert_eq!(
+            error.to_string(),
+            format!("NAT gateway nat-a: DNS64 cannot listen on UDP {address}")
+        );
+    }
+
     #[test]
     fn warnings_are_rate_limited() {
         let limiter = WarnLimiter::default();
