@@ -16,6 +16,7 @@ use gateway::{
     control::{self, ConntrackRow, StatsReply},
     dataplane::timeouts_of,
     dataplane::{Dataplane, MapPlan, ifindex_of},
+    dns64::{Dns64Counters, Dns64Service},
     flowlog_task::{self, FlowLogger, monotonic_coarse_ns},
 };
 use gateway_common::{
@@ -187,6 +188,12 @@ fn stats(socket: &std::path::Path, json: bool, all: bool) -> anyhow::Result<()> 
             println!("  {name:<32} {value:>14}");
         }
     }
+    if let Some(dns64) = &reply.dns64 {
+        println!("DNS64:");
+        for (name, value, help) in dns64.rows() {
+            println!("  {name:<32} {value:>14}  {help}");
+        }
+    }
     Ok(())
 }
 
@@ -251,6 +258,10 @@ async fn run(path: PathBuf, mode: XdpMode) -> anyhow::Result<()> {
     let config = Config::from_file(&path)?;
     let plan = MapPlan::new(&config, ifindex_of)
         .with_context(|| format!("{}: interfaces", path.display()))?;
+    // Bound before anything is loaded: an address that cannot be bound stops the start with
+    // nothing changed.
+    let dns64 = Dns64Service::start(&config).await?;
+    let dns64_counters = dns64.as_ref().map(Dns64Service::counters);
     let mut dataplane = Dataplane::load()?;
     dataplane.apply(&plan)?;
     dataplane.attach(&plan, mode)?;
@@ -316,8 +327,11 @@ async fn run(path: PathBuf, mode: XdpMode) -> anyhow::Result<()> {
                 };
                 let dataplane = Arc::clone(&dataplane);
                 let idle_timeouts = Arc::clone(&idle_timeouts);
+                let dns64_counters = dns64_counters.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = serve(stream, dataplane, started, idle_timeouts).await {
+                    let result =
+                        serve(stream, dataplane, started, idle_timeouts, dns64_counters).await;
+                    if let Err(error) = result {
                         warn!(error = %format!("{error:#}"), "control request failed");
                     }
                 });
@@ -326,6 +340,9 @@ async fn run(path: PathBuf, mode: XdpMode) -> anyhow::Result<()> {
     }
     info!("stopping");
     sweeper.abort();
+    if let Some(dns64) = dns64 {
+        dns64.shutdown().await;
+    }
     if let Some((logger, task)) = flow_logger {
         task.abort();
         let _ = task.await;
@@ -349,6 +366,7 @@ async fn serve(
     dataplane: Arc<Mutex<Dataplane>>,
     started: Instant,
     idle_timeouts: Arc<std::sync::atomic::AtomicU64>,
+    dns64: Option<Arc<Dns64Counters>>,
 ) -> anyhow::Result<()> {
     let (reader, mut writer) = stream.into_split();
     let mut line = String::new();
@@ -415,6 +433,7 @@ async fn serve(
                     active,
                     idle_timeouts.load(std::sync::atomic::Ordering::Relaxed),
                 ),
+                dns64: dns64.map(|counters| counters.snapshot()),
             };
             serde_json::to_string(&reply)?
         }
