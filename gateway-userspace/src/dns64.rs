@@ -24,6 +24,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use gateway_common::nat64::{self, Nat64Prefix};
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, ResponseCode},
     rr::{
@@ -65,47 +66,22 @@ const WARN_INTERVAL: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 // Addresses: RFC 6052 embedding and which IPv4 addresses may be synthesised.
 
-// TODO(integration): use gateway_common::nat64 (Nat64Prefix::embed, is_global_ipv4).
 /// RFC 6052 section 2.2: the IPv4 address goes right after the prefix, skipping bits 64 to 71
-/// (the "u" octet, always zero); the suffix is zero.
+/// (the "u" octet, always zero); the suffix is zero. The prefix was validated with the config
+/// (one of the six lengths), so the embedding always exists.
 fn embed_ipv4(prefix: &Ipv6Net, v4: Ipv4Addr) -> Ipv6Addr {
-    let mut bytes = prefix.network().octets();
-    bytes[usize::from(prefix.prefix_len()) / 8..].fill(0);
-    let mut at = usize::from(prefix.prefix_len()) / 8;
-    for byte in v4.octets() {
-        if at == 8 {
-            at += 1;
-        }
-        bytes[at] = byte;
-        at += 1;
-    }
-    Ipv6Addr::from(bytes)
+    let prefix = Nat64Prefix {
+        addr: prefix.network().octets(),
+        len: prefix.prefix_len(),
+        _pad: [0; 3],
+    };
+    Ipv6Addr::from(prefix.embed(v4.octets()).unwrap_or_default())
 }
 
-// TODO(integration): use gateway_common::nat64 (Nat64Prefix::embed, is_global_ipv4).
 /// Whether `v4` is outside every special-purpose range that RFC 6052 section 3.1 forbids behind
 /// the Well-Known Prefix.
 fn is_global_ipv4(v4: Ipv4Addr) -> bool {
-    const NON_GLOBAL: [(Ipv4Addr, u8); 15] = [
-        (Ipv4Addr::new(0, 0, 0, 0), 8),
-        (Ipv4Addr::new(10, 0, 0, 0), 8),
-        (Ipv4Addr::new(100, 64, 0, 0), 10),
-        (Ipv4Addr::new(127, 0, 0, 0), 8),
-        (Ipv4Addr::new(169, 254, 0, 0), 16),
-        (Ipv4Addr::new(172, 16, 0, 0), 12),
-        (Ipv4Addr::new(192, 0, 0, 0), 24),
-        (Ipv4Addr::new(192, 0, 2, 0), 24),
-        (Ipv4Addr::new(192, 88, 99, 0), 24),
-        (Ipv4Addr::new(192, 168, 0, 0), 16),
-        (Ipv4Addr::new(198, 18, 0, 0), 15),
-        (Ipv4Addr::new(198, 51, 100, 0), 24),
-        (Ipv4Addr::new(203, 0, 113, 0), 24),
-        (Ipv4Addr::new(224, 0, 0, 0), 4),
-        (Ipv4Addr::new(240, 0, 0, 0), 4),
-    ];
-    !NON_GLOBAL
-        .iter()
-        .any(|&(network, length)| in_ipv4_prefix(v4, network, length))
+    nat64::is_global_ipv4(v4.octets())
 }
 
 fn in_ipv4_prefix(address: Ipv4Addr, network: Ipv4Addr, length: u8) -> bool {
