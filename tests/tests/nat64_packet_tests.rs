@@ -708,6 +708,20 @@ fn udp_is_translated_both_ways_with_tos_ttl_and_flow_label() {
         |id| udp_from_public(5353, REMOTE, 53, id),
         &[("forward_nat64_outbound", 1), ("nat_connection_attempt", 0)],
     );
+    // A reply with TTL 1 expires here: the kernel answers it with Time Exceeded, untranslated.
+    let expiring = eth4(
+        FROM_INTERNET,
+        packet4(&ip4(REMOTE, PUBLIC, 1), Upper::Udp(53, 5353), PAYLOAD),
+    );
+    let output = send(
+        &mut gw,
+        "reply with TTL 1",
+        Side::Internet,
+        &expiring,
+        Verdict::Pass,
+        &[("pass_ttl_expired", 1)],
+    );
+    assert_frame("reply with TTL 1", &expiring, &output);
 }
 
 #[test]
@@ -1207,6 +1221,34 @@ fn ipv6_extension_headers_are_skipped_and_removed_or_refused() {
         &[("pass_ttl_expired", 1)],
     );
     assert_frame("hop limit 1", &expiring, &output);
+    // Stateful NAT64 carries TCP, UDP and ICMP only (RFC 6146 s1.2.2): ESP and GRE are refused.
+    for (what, next_header, counter) in [
+        (
+            "ESP",
+            IpNumber::ENCAPSULATING_SECURITY_PAYLOAD,
+            "drop_nat64_extension_headers",
+        ),
+        ("GRE", IpNumber::GRE, "drop_nat_unsupported_protocol"),
+    ] {
+        let mut packet = Ipv6Header {
+            payload_length: 24,
+            next_header,
+            hop_limit: 64,
+            source: CLIENT,
+            destination: nsp(REMOTE),
+            ..Ipv6Header::default()
+        }
+        .to_bytes()
+        .to_vec();
+        packet.extend_from_slice(&[0x5a; 24]);
+        expect_drop(
+            &mut gw,
+            what,
+            Side::Vpc,
+            &eth6(FROM_INSTANCE, packet),
+            counter,
+        );
+    }
 }
 
 #[test]
