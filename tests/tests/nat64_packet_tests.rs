@@ -708,6 +708,24 @@ fn udp_is_translated_both_ways_with_tos_ttl_and_flow_label() {
         |id| udp_from_public(5353, REMOTE, 53, id),
         &[("forward_nat64_outbound", 1), ("nat_connection_attempt", 0)],
     );
+    // The identification is the translator's to choose (RFC 7915 s5.1); it is random, not fixed.
+    let identifications: std::collections::BTreeSet<u16> = (0..8)
+        .map(|_| {
+            let output = send(
+                &mut gw,
+                "UDP for its identification",
+                Side::Vpc,
+                &udp_out(CLIENT, REMOTE, 5353, 53),
+                Verdict::Redirect,
+                OUTBOUND,
+            );
+            ipv4_id(&output)
+        })
+        .collect();
+    assert!(
+        identifications.len() > 1,
+        "8 translated packets, identifications {identifications:?}"
+    );
     // A reply with TTL 1 expires here: the kernel answers it with Time Exceeded, untranslated.
     let expiring = eth4(
         FROM_INTERNET,
