@@ -18,6 +18,10 @@ pub mod kind {
     /// port, remote = the destination. `translated_*` is the private side; state lives in the
     /// `NAT44_OUT` entry. Inserted and deleted together with it.
     pub const NAT44_IN: u8 = 3;
+    /// A NAT64 session, keyed as it leaves: inside = the IPv6 client and its port, remote = the
+    /// IPv4 destination (extracted from the NAT64 prefix). Its other half is a `NAT44_IN` entry
+    /// (the public IPv4 side is shared with NAT44) whose `translated_family` is 6.
+    pub const NAT64_OUT: u8 = 4;
 }
 
 /// Key of the `CONNTRACK` map.
@@ -98,7 +102,10 @@ pub struct ConnEntry {
     pub translated_port: u16,
     /// NAT: index of the NAT gateway in the config.
     pub gateway: u8,
-    pub _pad2: [u8; 5],
+    /// NAT: the family of `translated_addr` (6 for the inbound half of a NAT64 session), 0 when
+    /// there is no translation or it is IPv4.
+    pub translated_family: u8,
+    pub _pad2: [u8; 4],
 }
 
 /// TCP flag bits (byte 13 of the TCP header).

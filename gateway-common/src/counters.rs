@@ -119,6 +119,22 @@ counters! {
     DropNatFragmentOutOfOrder => "drop_nat_fragment_out_of_order", "later IPv4 fragment arriving before the first fragment of its packet (no ports to translate with; see README)";
     DropNatTcpNoSession => "drop_nat_tcp_no_session", "TCP RST from inside without a NAT session: nothing to translate it with";
     DropNatNoGateway => "drop_nat_no_gateway", "route to a NAT gateway the dataplane has no settings for (controller not ready)";
+    ForwardNat64Outbound => "forward_nat64_outbound", "IPv6 from a private subnet to a NAT gateway's NAT64 prefix, translated to IPv4 from a public address and port (RFC 6146, RFC 7915)";
+    ForwardNat64Inbound => "forward_nat64_inbound", "IPv4 reply to a NAT64 session, translated to IPv6 for the client, source embedded in the NAT64 prefix";
+    ForwardNat64Hairpin => "forward_nat64_hairpin", "IPv6 from a client to a NAT gateway's own public address through the NAT64 prefix, delivered to the session behind it (RFC 6146 s3.8)";
+    Nat64IcmpErrorTranslatedInbound => "nat64_icmp_error_translated_inbound", "ICMPv4 error about a NAT64 session translated to ICMPv6 for the client, quoted packet included (RFC 7915 s4.2)";
+    Nat64IcmpErrorTranslatedOutbound => "nat64_icmp_error_translated_outbound", "ICMPv6 error from a client about a NAT64 session's reply translated to ICMPv4 (RFC 7915 s5.2)";
+    Nat64UdpChecksumComputed => "nat64_udp_checksum_computed", "IPv4 UDP datagrams without a checksum given one on their way to IPv6 (nat64_udp_zero_checksum = compute)";
+    DropNat64UdpZeroChecksum => "drop_nat64_udp_zero_checksum", "IPv4 UDP without a checksum towards a NAT64 client, dropped (nat64_udp_zero_checksum = drop, or too long to checksum here)";
+    DropNat64NotInPrefix => "drop_nat64_not_in_prefix", "IPv6 routed to a NAT gateway but outside its NAT64 prefix";
+    DropNat64NonGlobal => "drop_nat64_non_global", "NAT64 with the well-known prefix 64:ff9b::/96 and a non-global IPv4 address (RFC 6052 s3.1)";
+    DropNat64Fragment => "drop_nat64_fragment", "fragmented packet through NAT64 (IPv6 Fragment header or IPv4 MF/offset): not translated (see README)";
+    DropNat64SourceRoute => "drop_nat64_source_route", "IPv4 with an unexpired source route option towards a NAT64 client (RFC 7915 s4.1)";
+    DropNat64RoutingHeader => "drop_nat64_routing_header", "IPv6 with a Routing header with segments left through NAT64 (RFC 7915 s5.1)";
+    DropNat64ExtensionHeaders => "drop_nat64_extension_headers", "IPv6 through NAT64 with more or longer extension headers than the dataplane walks, or ESP/AH";
+    DropNat64IcmpUntranslatable => "drop_nat64_icmp_untranslatable", "ICMP message with no counterpart in the other family (RFC 7915 tables), or an ICMPv6 informational other than echo";
+    DropNat64HeadAdjust => "drop_nat64_head_adjust", "the frame's headroom could not be resized to the other family's header";
+    DropNat64HairpinFromIpv4 => "drop_nat64_hairpin_from_ipv4", "IPv4 from inside to a public endpoint held by a NAT64 session (only IPv6 clients hairpin through NAT64)";
 }
 
 /// Number of counters; the size of the `COUNTERS` map.

@@ -15,5 +15,6 @@ pub mod conntrack;
 pub mod counters;
 pub mod maps;
 pub mod nat;
+pub mod nat64;
 
 pub use counters::Counter;

@@ -55,6 +55,22 @@ pub struct NatGatewayInfo {
     /// Inclusive source port range, host order.
     pub port_min: u16,
     pub port_max: u16,
+    /// NAT64 (RFC 6146): the prefix IPv4 addresses are embedded in (RFC 6052); length 0 when the
+    /// gateway does not translate IPv6.
+    pub nat64_prefix: [u8; 16],
+    pub nat64_prefix_len: u8,
+    /// One of [`udp_zero_checksum`]: an unfragmented IPv4 UDP datagram without a checksum,
+    /// translated to IPv6 (where the checksum is mandatory).
+    pub nat64_udp_zero_checksum: u8,
+    pub _pad2: [u8; 2],
+}
+
+/// Values of [`NatGatewayInfo::nat64_udp_zero_checksum`].
+pub mod udp_zero_checksum {
+    /// Compute the checksum over the datagram (RFC 7915 s4.5, the default).
+    pub const COMPUTE: u8 = 0;
+    /// Drop it and count it.
+    pub const DROP: u8 = 1;
 }
 
 /// Key of `NAT_MAPPINGS`.
@@ -146,7 +162,7 @@ pub const fn port_candidate(min: u16, max: u16, private_port: u16, random: u32, 
     (min as u32 + (start + probe) % span) as u16
 }
 
-const _: () = assert!(core::mem::size_of::<NatGatewayInfo>() == 40);
+const _: () = assert!(core::mem::size_of::<NatGatewayInfo>() == 60);
 const _: () = assert!(core::mem::size_of::<NatMappingKey>() == 24);
 const _: () = assert!(core::mem::size_of::<NatMapping>() == 40);
 const _: () = assert!(core::mem::size_of::<FragmentKey>() == 12);

@@ -256,7 +256,8 @@ fn track_outbound(
         translated_addr: [0; 16],
         translated_port: 0,
         gateway: 0,
-        _pad2: [0; 5],
+        translated_family: 0,
+        _pad2: [0; 4],
     };
     match conntrack::create(flow_key, &entry) {
         Ok(existing) => {

@@ -168,7 +168,8 @@ pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32) -> u32 {
     let stats = unsafe { &mut *stats };
     // SAFETY: helper without side effects.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if !usable(stats, packet.total_length, now) {
+    // NAT64 flows change family: always the slow path.
+    if !usable(stats, packet.total_length, now) || stats.route_target == target::NAT_GATEWAY {
         return NOT_HANDLED;
     }
     if stats.route_target == target::EGRESS_ONLY_INTERNET_GATEWAY

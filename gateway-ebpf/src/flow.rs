@@ -156,6 +156,58 @@ pub fn account_v6(packet: &Ipv6Packet, ingress: u32, handling: Handling) {
     );
 }
 
+/// A NAT64 packet as it leaves, in the other family (IPv4 addresses in the first 4 bytes):
+/// kept in the NAT work area so the accounting call takes one pointer.
+#[derive(Default)]
+pub struct Translated {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// The source port in the high 16 bits, the destination port in the low.
+    pub ports: u32,
+}
+
+/// Accounts an IPv6 packet that leaves translated to IPv4 (NAT64).
+#[inline(never)]
+pub fn account_v6_translated(
+    packet: &Ipv6Packet,
+    ingress: u32,
+    translated: &Translated,
+    handling: Handling,
+) {
+    let mut key = accepted_key_v6(packet, ingress);
+    key.action = action_of(handling);
+    account(
+        &key,
+        packet.total_length,
+        aws_tcp_flags(packet.tcp_flags),
+        &translated.src,
+        &translated.dst,
+        translated.ports,
+        handling,
+    );
+}
+
+/// Accounts an IPv4 packet that leaves translated to IPv6 (a NAT64 reply).
+#[inline(never)]
+pub fn account_v4_translated(
+    packet: &Ipv4Packet,
+    ingress: u32,
+    translated: &Translated,
+    handling: Handling,
+) {
+    let mut key = accepted_key_v4(packet, ingress);
+    key.action = action_of(handling);
+    account(
+        &key,
+        packet.total_length,
+        aws_tcp_flags(packet.tcp_flags),
+        &translated.src,
+        &translated.dst,
+        translated.ports,
+        handling,
+    );
+}
+
 /// A packet's TCP flags as flow logs report them: FIN (1), SYN (2), RST (4), and ACK (16) only
 /// together with SYN, so that OR-ing packets gives AWS's values (2 for the client's SYN,
 /// 18 for the server's SYN-ACK).

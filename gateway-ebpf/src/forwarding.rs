@@ -24,6 +24,8 @@ use crate::{
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
+/// Ethernet and one 802.1Q tag.
+const MAX_LINK_HEADER: usize = 18;
 
 /// Forwards an IPv4 packet whose addresses are now `src` -> `dst`. Out of line: every path ends
 /// here, and one copy of the FIB parameter block on the stack is enough.
@@ -58,6 +60,10 @@ pub fn ipv4(
         return pass(Counter::PassEgressNotAttached);
     }
     fastpath::remember_v4(packet, ingress, &fib);
+    // Bounded for the verifier: the packet may be a NAT64 translation kept in a map.
+    if packet.l3 > MAX_LINK_HEADER {
+        return pass(Counter::PassFibOther);
+    }
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, packet.l3) else {
         return pass(Counter::PassFibOther);
     };
@@ -98,6 +104,9 @@ pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32) -> u32 {
         return pass(Counter::PassEgressNotAttached);
     }
     fastpath::remember_v6(packet, ingress, &fib);
+    if packet.l3 > MAX_LINK_HEADER {
+        return pass(Counter::PassFibOther);
+    }
     // Hop limit is byte 7 of the IPv6 header; IPv6 has no header checksum.
     let Some(hop_limit) = ptr_at::<u8>(ctx, packet.l3 + 7) else {
         return pass(Counter::PassFibOther);

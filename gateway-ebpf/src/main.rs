@@ -23,6 +23,7 @@ mod maps;
     reason = "map keys and values are passed by reference to the per-CPU work area: by value they would be copied onto the 512-byte stack"
 )]
 mod nat44;
+mod nat64;
 mod parsing;
 mod routing;
 

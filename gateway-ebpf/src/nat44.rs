@@ -39,7 +39,10 @@ use crate::{
     forwarding,
     igw::{DESTINATION, SOURCE, rewrite_address},
     maps::{CONNTRACK, NAT_FRAGMENTS, NAT_GATEWAYS, NAT_MAPPINGS, NAT_PUBLIC_IPS, NAT_WORK},
-    parsing::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, MAX_L4_OFFSET, ptr_at},
+    nat64,
+    parsing::{
+        IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, Ipv6Packet, MAX_L4_OFFSET, ptr_at,
+    },
 };
 
 const ICMP_ECHO_REPLY: u16 = 0;
@@ -105,16 +108,54 @@ pub struct NatWork {
     pub rst: u8,
     /// 1: the IN entry of the session being created was inserted by this packet.
     pub in_inserted: u8,
-    pub _pad: u8,
+    /// The family of the private endpoint: 4 (NAT44) or 6 (NAT64, the client is `private6`).
+    pub family: u8,
+    /// NAT64: the IPv6 client.
+    pub private6: [u8; 16],
+    /// NAT64: the IPv4 remote embedded in the NAT64 prefix (RFC 6052).
+    pub remote6: [u8; 16],
+    /// NAT64: the translated packet handed to forwarding (kept here, off the 512-byte stack).
+    pub packet4: Ipv4Packet,
+    pub packet6: Ipv6Packet,
+    /// NAT64: the frame's link header (Ethernet and an optional 802.1Q tag), kept while the
+    /// IP header is replaced.
+    pub link: [u8; 18],
+    /// NAT64: header layout of the packet being translated.
+    pub l3: u16,
+    pub l4: u16,
+    pub transport_length: u16,
+    pub tos: u8,
+    pub ttl: u8,
+    /// NAT64: the packet as it leaves, for the flow record.
+    pub translated: flow::Translated,
+    /// NAT64: the IPv4 options of the packet being translated.
+    pub options: [u8; 64],
+    pub options_end: u8,
+    /// NAT64 hairpin: the sender as the IPv6 packet had it.
+    pub hairpin_client: [u8; 16],
+    pub hairpin_client_port: u16,
+    pub hairpin_dport: u16,
+    pub option_at: u8,
+    pub option_verdict: u8,
+}
+
+/// The private endpoint's address as keys hold it, with its family and the OUT kind.
+#[inline(always)]
+fn private_key_addr(work: &NatWork) -> ([u8; 16], u8, u8) {
+    if work.family == family::IPV6 {
+        (work.private6, family::IPV6, kind::NAT64_OUT)
+    } else {
+        (widen(work.src), family::IPV4, kind::NAT44_OUT)
+    }
 }
 
 #[inline(always)]
-fn narrow(addr: &[u8; 16]) -> [u8; 4] {
+pub fn narrow(addr: &[u8; 16]) -> [u8; 4] {
     [addr[0], addr[1], addr[2], addr[3]]
 }
 
 #[inline(always)]
-fn count_bytes(packets: Counter, bytes: Counter, length: u16) {
+pub fn count_bytes(packets: Counter, bytes: Counter, length: u16) {
     count(packets);
     if let Some(slot) = crate::maps::COUNTERS.get_ptr_mut(bytes as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
@@ -123,13 +164,13 @@ fn count_bytes(packets: Counter, bytes: Counter, length: u16) {
 }
 
 #[inline(always)]
-fn work() -> Option<&'static mut NatWork> {
+pub fn work() -> Option<&'static mut NatWork> {
     // SAFETY: per-CPU slot, used by one packet at a time on this CPU.
     NAT_WORK.get_ptr_mut(0).map(|work| unsafe { &mut *work })
 }
 
 #[inline(always)]
-fn now() -> u64 {
+pub fn now() -> u64 {
     // SAFETY: helper without side effects.
     unsafe { bpf_ktime_get_coarse_ns() }
 }
@@ -164,6 +205,7 @@ fn identify(
     work.bytes = packet.total_length;
     work.rst = 0;
     work.in_inserted = 0;
+    work.family = family::IPV4;
     match packet.protocol {
         IPPROTO_TCP | IPPROTO_UDP => {
             work.sport = packet.src_port;
@@ -209,14 +251,15 @@ fn identify(
 
 #[inline(always)]
 fn set_out_key(work: &mut NatWork) {
+    let (inside_addr, key_family, key_kind) = private_key_addr(work);
     work.out_key = ConnKey {
-        inside_addr: widen(work.src),
+        inside_addr,
         remote_addr: widen(work.dst),
         inside_port: work.sport,
         remote_port: work.dport,
         protocol: work.protocol,
-        family: family::IPV4,
-        kind: kind::NAT44_OUT,
+        family: key_family,
+        kind: key_kind,
         _pad: 0,
     };
 }
@@ -283,7 +326,7 @@ fn refresh(entry: *mut ConnEntry, work: &NatWork, outbound: bool) -> Option<Coun
 /// Finds or creates the session of an outbound packet; the public endpoint is left in
 /// `work.public_addr`/`public_port`. Out of line, returning a scalar.
 #[inline(never)]
-fn session_outbound(work: &mut NatWork) -> Option<Counter> {
+pub fn session_outbound(work: &mut NatWork) -> Option<Counter> {
     set_out_key(work);
     if let Some(entry) = CONNTRACK.get_ptr_mut(&work.out_key) {
         if is_live(entry, work.protocol, work.now) {
@@ -333,11 +376,12 @@ fn session_outbound(work: &mut NatWork) -> Option<Counter> {
 /// Finds the private endpoint's mapping, or makes one.
 #[inline(always)]
 fn endpoint_independent_mapping(work: &mut NatWork) -> Option<Counter> {
+    let (addr, key_family, _) = private_key_addr(work);
     work.mkey = NatMappingKey {
-        addr: widen(work.src),
+        addr,
         port: work.sport,
         protocol: work.protocol,
-        family: family::IPV4,
+        family: key_family,
         kind: mapping::PRIVATE,
         gateway: work.gateway,
         _pad: [0; 2],
@@ -440,10 +484,11 @@ fn claim(work: &mut NatWork) -> u32 {
             gateway: work.gateway,
             _pad: [0; 2],
         };
+        let (addr, key_family, _) = private_key_addr(work);
         work.rval = NatMapping {
-            addr: widen(work.src),
+            addr,
             port: work.sport,
-            family: family::IPV4,
+            family: key_family,
             _pad: [0; 5],
             created_ns: work.now,
             last_used_ns: work.now,
@@ -517,10 +562,15 @@ fn set_peer(work: &mut NatWork) {
         fin_seen: 0,
         _pad: [0; 2],
         subnet_index: work.subnet_index,
-        translated_addr: widen(work.src),
+        translated_addr: private_key_addr(work).0,
         translated_port: work.sport,
         gateway: work.gateway,
-        _pad2: [0; 5],
+        translated_family: if work.family == family::IPV6 {
+            family::IPV6
+        } else {
+            0
+        },
+        _pad2: [0; 4],
     };
 }
 
@@ -559,7 +609,8 @@ fn insert_session(work: &mut NatWork, initial: u8) -> Option<Counter> {
         translated_addr: widen(work.public_addr),
         translated_port: work.public_port,
         gateway: work.gateway,
-        _pad2: [0; 5],
+        translated_family: 0,
+        _pad2: [0; 4],
     };
     if CONNTRACK
         .insert(&work.out_key, &work.entry, BPF_NOEXIST as u64)
@@ -617,26 +668,12 @@ fn insert_session(work: &mut NatWork, initial: u8) -> Option<Counter> {
 /// Finds the session of a packet arriving at a public endpoint (from the internet, or hairpinned)
 /// and refreshes it; the private endpoint is left in `work.private_addr`/`private_port`.
 #[inline(never)]
-fn session_inbound(work: &mut NatWork) -> Option<Counter> {
+pub fn session_inbound(work: &mut NatWork) -> Option<Counter> {
     set_in_key_inbound(work);
     let Some(peer) = CONNTRACK.get_ptr(&work.in_key) else {
         return Some(unsolicited(work.protocol, work.tcp_flags));
     };
-    // SAFETY: live map value.
-    unsafe {
-        work.private_addr = narrow(&(*peer).translated_addr);
-        work.private_port = (*peer).translated_port;
-    }
-    work.out_key = ConnKey {
-        inside_addr: widen(work.private_addr),
-        remote_addr: widen(work.src),
-        inside_port: work.private_port,
-        remote_port: work.sport,
-        protocol: work.protocol,
-        family: family::IPV4,
-        kind: kind::NAT44_OUT,
-        _pad: 0,
-    };
+    read_peer(work, peer);
     let Some(entry) = CONNTRACK.get_ptr_mut(&work.out_key) else {
         return Some(unsolicited(work.protocol, work.tcp_flags));
     };
@@ -650,6 +687,39 @@ fn session_inbound(work: &mut NatWork) -> Option<Counter> {
     // SAFETY: live map value.
     work.subnet_index = unsafe { (*entry).subnet_index };
     refresh(entry, work, false)
+}
+
+/// Reads the private endpoint from a session's IN half and builds the key of its OUT half (with
+/// `work.src`:`work.sport` as the remote endpoint).
+#[inline(always)]
+fn read_peer(work: &mut NatWork, peer: *const ConnEntry) {
+    // SAFETY: live map value.
+    unsafe {
+        work.private_port = (*peer).translated_port;
+        if (*peer).translated_family == family::IPV6 {
+            work.family = family::IPV6;
+            work.private6 = (*peer).translated_addr;
+            work.private_addr = [0; 4];
+        } else {
+            work.family = family::IPV4;
+            work.private_addr = narrow(&(*peer).translated_addr);
+        }
+    }
+    let (inside_addr, key_family, key_kind) = if work.family == family::IPV6 {
+        (work.private6, family::IPV6, kind::NAT64_OUT)
+    } else {
+        (widen(work.private_addr), family::IPV4, kind::NAT44_OUT)
+    };
+    work.out_key = ConnKey {
+        inside_addr,
+        remote_addr: widen(work.src),
+        inside_port: work.private_port,
+        remote_port: work.sport,
+        protocol: work.protocol,
+        family: key_family,
+        kind: key_kind,
+        _pad: 0,
+    };
 }
 
 #[inline(always)]
@@ -813,6 +883,7 @@ pub fn outbound(
     work.gateway = gateway as u8;
     work.subnet_index = subnet_index;
     work.now = now();
+    work.family = family::IPV4;
     if packet.later_fragment {
         let verdict = later_fragment(ctx, packet, ingress, work, direction::EGRESS);
         return forward_if_asked(ctx, packet, ingress, work, verdict);
@@ -890,6 +961,17 @@ fn hairpin(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, work: &mut NatWo
     if let Some(reason) = session_inbound(work) {
         return reject(packet, ingress, reason, subnet_index, direction::INTERNAL);
     }
+    if work.family == family::IPV6 {
+        // RFC 6146 hairpinning is between IPv6 clients; an IPv4 host reaching a NAT64 mapping
+        // through the public address is not translated to IPv6.
+        return reject(
+            packet,
+            ingress,
+            Counter::DropNat64HairpinFromIpv4,
+            subnet_index,
+            direction::INTERNAL,
+        );
+    }
     let private = work.private_addr;
     if rewrite_address(ctx, packet, DESTINATION, packet.dst, private).is_err()
         || rewrite_port(ctx, packet, DESTINATION, work.dport, work.private_port).is_err()
@@ -944,7 +1026,7 @@ pub fn fast_session(ctx: &XdpContext, packet: &Ipv4Packet, outbound: bool) -> u6
         // SAFETY: live map value.
         unsafe { (narrow(&(*entry).translated_addr), (*entry).translated_port) }
     } else {
-        if session_inbound(work).is_some() {
+        if session_inbound(work).is_some() || work.family != family::IPV4 {
             return 0;
         }
         (work.private_addr, work.private_port)
@@ -1012,6 +1094,7 @@ pub fn inbound(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, gateway: u32
     work.gateway = gateway as u8;
     work.subnet_index = u32::MAX;
     work.now = now();
+    work.family = family::IPV4;
     if packet.later_fragment {
         let verdict = later_fragment(ctx, packet, ingress, work, direction::INGRESS);
         return forward_if_asked(ctx, packet, ingress, work, verdict);
@@ -1028,6 +1111,9 @@ pub fn inbound(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, gateway: u32
     }
     if packet.ttl <= 1 {
         return pass(Counter::PassTtlExpired);
+    }
+    if work.family == family::IPV6 {
+        return nat64::inbound(ctx, packet, ingress, work);
     }
     let private = work.private_addr;
     if rewrite_address(ctx, packet, DESTINATION, packet.dst, private).is_err()
@@ -1167,6 +1253,9 @@ fn icmp_error(
     }
     if packet.ttl <= 1 {
         return pass(Counter::PassTtlExpired);
+    }
+    if inbound && work.family == family::IPV6 {
+        return nat64::icmp_error_inbound(ctx, packet, ingress, work);
     }
     if let Err(reason) = rewrite_quote(ctx, packet, work, inbound) {
         return reject(packet, ingress, reason, subnet_index, dir);
@@ -1325,21 +1414,7 @@ fn lookup_quoted_inbound(work: &mut NatWork) -> u32 {
     let Some(peer) = CONNTRACK.get_ptr(&work.in_key) else {
         return 1;
     };
-    // SAFETY: live map value.
-    unsafe {
-        work.private_addr = narrow(&(*peer).translated_addr);
-        work.private_port = (*peer).translated_port;
-    }
-    work.out_key = ConnKey {
-        inside_addr: widen(work.private_addr),
-        remote_addr: widen(work.src),
-        inside_port: work.private_port,
-        remote_port: work.sport,
-        protocol: work.protocol,
-        family: family::IPV4,
-        kind: kind::NAT44_OUT,
-        _pad: 0,
-    };
+    read_peer(work, peer);
     let Some(entry) = CONNTRACK.get_ptr(&work.out_key) else {
         return 1;
     };

@@ -15,7 +15,7 @@ use crate::{
     flow::{self, Handling},
     forwarding, igw,
     maps::{NAT_PUBLIC_IPS, ROUTES_V4, ROUTES_V6, SUBNETS_V4, SUBNETS_V6},
-    nat44,
+    nat44, nat64,
     parsing::{Ipv4Packet, Ipv6Packet},
 };
 
@@ -61,6 +61,12 @@ pub fn route_v4(route_table: u32, destination: [u8; 4]) -> Option<RouteTarget> {
 /// reason as [`subnet_v6_packed`].
 #[inline(never)]
 fn route_v6_kind(route_table: u32, destination: &[u8; 16]) -> u32 {
+    route_v6(route_table, destination).map_or(0, |route| route.kind)
+}
+
+/// The route of an IPv6 destination: its target kind and gateway index.
+#[inline(always)]
+fn route_v6(route_table: u32, destination: &[u8; 16]) -> Option<RouteTarget> {
     let key = Key::new(
         32 + 128,
         RouteKeyV6 {
@@ -68,7 +74,7 @@ fn route_v6_kind(route_table: u32, destination: &[u8; 16]) -> u32 {
             destination: *destination,
         },
     );
-    ROUTES_V6.get(&key).map_or(0, |route| route.kind)
+    ROUTES_V6.get(&key).copied()
 }
 
 /// Drops an IPv4 packet and records it as a REJECT flow.
@@ -187,7 +193,8 @@ pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32, facing_internet
     let Some(subnet) = subnet_v6(&packet.src) else {
         return pass(Counter::PassNotOurs);
     };
-    match route_v6_kind(subnet.route_table, &packet.dst) {
+    let route = route_v6(subnet.route_table, &packet.dst).unwrap_or_default();
+    match route.kind {
         0 => reject_v6(
             packet,
             ingress,
@@ -208,6 +215,13 @@ pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32, facing_internet
         target::EGRESS_ONLY_INTERNET_GATEWAY => {
             eigw::outbound(ctx, packet, ingress, subnet.subnet_index)
         }
+        target::NAT_GATEWAY => nat64::outbound(
+            ctx,
+            packet,
+            ingress,
+            subnet.subnet_index,
+            route.gateway_index,
+        ),
         target::BLACKHOLE => reject_v6(
             packet,
             ingress,

@@ -185,12 +185,24 @@ pub struct NatGateway {
     /// Inclusive source port range used for translation.
     pub port_range: (u16, u16),
     pub nat64_prefix: Option<Ipv6Net>,
+    /// NAT64: what to do with an IPv4 UDP datagram without a checksum (IPv6 requires one).
+    pub nat64_udp_zero_checksum: UdpZeroChecksum,
     /// How public endpoints are chosen (`mapping = "endpoint-independent"`, the default).
     pub mapping: NatMappingMode,
     /// AWS's behaviour: a packet from inside on a timed-out TCP connection gets a RST back.
     pub rst_on_idle_timeout: bool,
     /// Where to append one line per finished mapping (abuse tracing); `None`: no log.
     pub mapping_log: Option<PathBuf>,
+}
+
+/// NAT64, IPv4 to IPv6: an unfragmented UDP datagram sent without a checksum (RFC 7915 s4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UdpZeroChecksum {
+    /// Compute the checksum over the datagram (the default).
+    #[default]
+    Compute,
+    /// Drop the datagram and count it.
+    Drop,
 }
 
 /// The NAT gateway's mapping behaviour (RFC 4787 section 4.1).
@@ -376,6 +388,7 @@ struct RawNatGateway {
     public_ips: Option<At<Vec<At<String>>>>,
     port_range: Option<At<String>>,
     nat64_prefix: Option<At<String>>,
+    nat64_udp_zero_checksum: Option<At<String>>,
     mapping: Option<At<String>>,
     rst_on_idle_timeout: Option<At<bool>>,
     mapping_log: Option<At<String>>,
@@ -498,6 +511,7 @@ impl RawConfig {
                     "public_ips",
                     "port_range",
                     "nat64_prefix",
+                    "nat64_udp_zero_checksum",
                     "mapping",
                     "rst_on_idle_timeout",
                     "mapping_log",
@@ -511,6 +525,7 @@ impl RawConfig {
                 public_ips: table.string_array(sink, "public_ips"),
                 port_range: table.string(sink, "port_range"),
                 nat64_prefix: table.string(sink, "nat64_prefix"),
+                nat64_udp_zero_checksum: table.string(sink, "nat64_udp_zero_checksum"),
                 mapping: table.string(sink, "mapping"),
                 rst_on_idle_timeout: table.boolean(sink, "rst_on_idle_timeout"),
                 mapping_log: table.string(sink, "mapping_log"),
@@ -633,7 +648,10 @@ fn validate(raw: RawConfig, sink: &mut Sink) -> Config {
         Some(id.value.clone())
     });
 
-    let route_tables = validate_route_tables(raw.route_tables, &vpc, &gateway_ids, sink);
+    let nat64_prefixes: Vec<Option<Ipv6Net>> =
+        nat_gateways.iter().map(|nat| nat.nat64_prefix).collect();
+    let route_tables =
+        validate_route_tables(raw.route_tables, &vpc, &gateway_ids, &nat64_prefixes, sink);
     let subnets = validate_subnets(raw.subnets, &vpc, &route_tables, sink);
     let internet_gateway = raw.internet_gateway.map(|igw| InternetGateway {
         id: internet_gateway_id.unwrap_or_default(),
@@ -1162,6 +1180,26 @@ fn validate_nat_gateways(
         let nat64_prefix = nat
             .nat64_prefix
             .and_then(|text| check_nat64_prefix(sink, &text));
+        let nat64_udp_zero_checksum = match nat
+            .nat64_udp_zero_checksum
+            .as_ref()
+            .map(|text| text.value.as_str())
+        {
+            None | Some("compute") => UdpZeroChecksum::Compute,
+            Some("drop") => UdpZeroChecksum::Drop,
+            Some(other) => {
+                if let Some(text) = &nat.nat64_udp_zero_checksum {
+                    sink.report_at(
+                        text,
+                        format!(
+                            "unknown nat64_udp_zero_checksum {other:?}; expected \"compute\" \
+                             (the default) or \"drop\""
+                        ),
+                    );
+                }
+                UdpZeroChecksum::Compute
+            }
+        };
         let mapping = match nat.mapping.as_ref().map(|text| text.value.as_str()) {
             None | Some("endpoint-independent") => NatMappingMode::EndpointIndependent,
             Some("endpoint-dependent") => NatMappingMode::EndpointDependent,
@@ -1194,6 +1232,7 @@ fn validate_nat_gateways(
             public_ips,
             port_range,
             nat64_prefix,
+            nat64_udp_zero_checksum,
             mapping,
             rst_on_idle_timeout: nat.rst_on_idle_timeout.is_some_and(|flag| flag.value),
             mapping_log,
@@ -1221,23 +1260,20 @@ fn validate_egress_only_internet_gateways(
         .collect()
 }
 
-/// Refuses the route targets that this version parses but whose dataplane is not implemented
-/// yet: IPv6 to a NAT gateway (NAT64) for now. Implementing one means removing its arm here.
-fn refuse_unimplemented_target(
-    target: RouteTarget,
-    id: &str,
-    family: Option<Family>,
-) -> Option<String> {
-    match target {
-        RouteTarget::NatGateway(_) if family == Some(Family::V6) => Some(format!(
-            "target {id} is a NAT gateway, which translates IPv4 only in this version (NAT64 is \
-             not implemented yet); route IPv6 through an internet or egress-only internet gateway"
+/// An IPv6 route to a NAT gateway is its NAT64 prefix (or a part of it): the only IPv6 the
+/// gateway translates (it does no NAT66).
+fn nat64_route_problem(id: &str, destination: Ipv6Net, prefix: Option<Ipv6Net>) -> Option<String> {
+    match prefix {
+        None => Some(format!(
+            "target {id} is a NAT gateway without nat64_prefix: it translates IPv4 only; give it \
+             nat64_prefix = \"64:ff9b::/96\" for NAT64, or route IPv6 through an internet or \
+             egress-only internet gateway"
         )),
-        RouteTarget::NatGateway(_)
-        | RouteTarget::Local
-        | RouteTarget::Blackhole
-        | RouteTarget::InternetGateway
-        | RouteTarget::EgressOnlyInternetGateway(_) => None,
+        Some(prefix) if !prefix.contains(&destination) => Some(format!(
+            "{destination} is outside {id}'s NAT64 prefix {prefix}: a NAT gateway translates only \
+             IPv6 destinations inside its NAT64 prefix"
+        )),
+        Some(_) => None,
     }
 }
 
@@ -1276,6 +1312,8 @@ struct RouteContext<'a> {
     /// See [`vpc_families_known`].
     known: &'a [Family],
     gateway_ids: &'a GatewayIds,
+    /// Each NAT gateway's NAT64 prefix, by index.
+    nat64_prefixes: &'a [Option<Ipv6Net>],
 }
 
 /// A route's destination; `destinations` holds the table's earlier ones, with their fields.
@@ -1342,8 +1380,12 @@ fn route_target(
             allowed = false;
         }
     }
-    if let Some(message) =
-        refuse_unimplemented_target(target, &text.value, destination.as_ref().map(Family::of))
+    if let (RouteTarget::NatGateway(index), Some(IpNet::V6(destination))) = (target, destination)
+        && let Some(message) = nat64_route_problem(
+            &text.value,
+            destination,
+            context.nat64_prefixes.get(index).copied().flatten(),
+        )
     {
         sink.report_at(text, message);
         allowed = false;
@@ -1356,6 +1398,7 @@ fn validate_route_tables(
     raw: Vec<RawRouteTable>,
     vpc: &Vpc,
     gateway_ids: &GatewayIds,
+    nat64_prefixes: &[Option<Ipv6Net>],
     sink: &mut Sink,
 ) -> Vec<(RouteTable, Option<At<String>>)> {
     check_unique_ids(
@@ -1374,6 +1417,7 @@ fn validate_route_tables(
         vpc,
         known: &known,
         gateway_ids,
+        nat64_prefixes,
     };
     let mut tables = Vec::new();
     for table in raw {
@@ -1827,6 +1871,7 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
                 ],
                 port_range: (1024, 65535),
                 nat64_prefix: Some("64:ff9b::/96".parse().unwrap()),
+                nat64_udp_zero_checksum: UdpZeroChecksum::Compute,
                 mapping: NatMappingMode::EndpointIndependent,
                 rst_on_idle_timeout: false,
                 mapping_log: None,
@@ -2491,7 +2536,7 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
     }
 
     #[test]
-    fn route_to_nat_gateway_is_refused_for_ipv6() {
+    fn ipv6_route_to_nat_gateway_needs_its_nat64_prefix() {
         let text = with(
             "\"::/0\", target = \"igw-main\"",
             "\"::/0\", target = \"nat-a\"",
@@ -2500,8 +2545,59 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
             &text,
             "\"::/0\", target = \"nat-a\"",
             "route_tables[0].routes[1].target",
-            "target nat-a is a NAT gateway, which translates IPv4 only in this version (NAT64 is \
-             not implemented yet); route IPv6 through an internet or egress-only internet gateway",
+            "target nat-a is a NAT gateway without nat64_prefix: it translates IPv4 only; give it \
+             nat64_prefix = \"64:ff9b::/96\" for NAT64, or route IPv6 through an internet or \
+             egress-only internet gateway",
+        );
+    }
+
+    #[test]
+    fn ipv6_route_to_nat_gateway_must_stay_inside_its_prefix() {
+        let text = with(
+            "\"::/0\", target = \"igw-main\"",
+            "\"::/0\", target = \"nat-a\"",
+        ) + "[[nat_gateways]]\nid = \"nat-a\"\npublic_ips = [\"198.51.100.1\"]\n\
+              nat64_prefix = \"64:ff9b::/96\"\n";
+        assert_problem(
+            &text,
+            "\"::/0\", target = \"nat-a\"",
+            "route_tables[0].routes[1].target",
+            "::/0 is outside nat-a's NAT64 prefix 64:ff9b::/96: a NAT gateway translates only IPv6 \
+             destinations inside its NAT64 prefix",
+        );
+    }
+
+    #[test]
+    fn nat64_prefix_route_is_accepted() {
+        let text = with(
+            "\"::/0\", target = \"igw-main\"",
+            "\"64:ff9b::/96\", target = \"nat-a\"",
+        ) + "[[nat_gateways]]\nid = \"nat-a\"\npublic_ips = [\"198.51.100.1\"]\n\
+              nat64_prefix = \"64:ff9b::/96\"\nnat64_udp_zero_checksum = \"drop\"\n";
+        let config = Config::parse(&text, "test.toml").expect("valid");
+        assert_eq!(
+            config.nat_gateways[0].nat64_udp_zero_checksum,
+            UdpZeroChecksum::Drop
+        );
+        assert!(config.route_tables.iter().any(|table| {
+            table.routes.iter().any(|route| {
+                route.target == RouteTarget::NatGateway(0)
+                    && route.destination == "64:ff9b::/96".parse::<IpNet>().unwrap()
+            })
+        }));
+    }
+
+    #[test]
+    fn nat64_udp_zero_checksum_is_checked() {
+        assert_problem(
+            &plus(
+                "[[nat_gateways]]\nid = \"nat-a\"\npublic_ips = [\"198.51.100.1\"]\n\
+                 nat64_udp_zero_checksum = \"ignore\"\n",
+            ),
+            "nat64_udp_zero_checksum",
+            "nat_gateways[0].nat64_udp_zero_checksum",
+            "unknown nat64_udp_zero_checksum \"ignore\"; expected \"compute\" (the default) or \
+             \"drop\"",
         );
     }
 
@@ -2540,25 +2636,11 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
     }
 
     #[test]
-    fn unimplemented_targets_resolve_to_their_gateways() {
-        // The refusal is the only thing between these targets and the dataplane.
-        assert!(
-            refuse_unimplemented_target(RouteTarget::NatGateway(0), "nat-a", Some(Family::V6))
-                .is_some()
-        );
-        assert!(
-            refuse_unimplemented_target(RouteTarget::NatGateway(0), "nat-a", Some(Family::V4))
-                .is_none()
-        );
-        assert!(
-            refuse_unimplemented_target(
-                RouteTarget::EgressOnlyInternetGateway(0),
-                "eigw-a",
-                Some(Family::V6)
-            )
-            .is_none()
-        );
-        assert!(refuse_unimplemented_target(RouteTarget::InternetGateway, "igw-a", None).is_none());
+    fn targets_resolve_to_their_gateways() {
+        let prefix: Ipv6Net = "64:ff9b::/96".parse().unwrap();
+        assert!(nat64_route_problem("nat-a", "::/0".parse().unwrap(), None).is_some());
+        assert!(nat64_route_problem("nat-a", "::/0".parse().unwrap(), Some(prefix)).is_some());
+        assert!(nat64_route_problem("nat-a", prefix, Some(prefix)).is_none());
         let ids = GatewayIds {
             by_id: HashMap::from([
                 ("nat-a".to_owned(), (GatewayKind::Nat(3), 1, String::new())),

@@ -22,7 +22,7 @@ use gateway_common::{
     },
     nat::{
         MAX_NAT_GATEWAYS, MAX_PUBLIC_IPS, NatGatewayInfo, NatMapping, NatMappingKey, mapping,
-        mapping_mode,
+        mapping_mode, udp_zero_checksum,
     },
 };
 use ipnet::IpNet;
@@ -65,6 +65,14 @@ pub fn nat_gateway_info(nat: &config::NatGateway) -> NatGatewayInfo {
     for (slot, address) in info.public_ips.iter_mut().zip(&nat.public_ips) {
         *slot = address.octets();
     }
+    if let Some(prefix) = nat.nat64_prefix {
+        info.nat64_prefix = prefix.network().octets();
+        info.nat64_prefix_len = prefix.prefix_len();
+    }
+    info.nat64_udp_zero_checksum = match nat.nat64_udp_zero_checksum {
+        config::UdpZeroChecksum::Compute => udp_zero_checksum::COMPUTE,
+        config::UdpZeroChecksum::Drop => udp_zero_checksum::DROP,
+    };
     info
 }
 

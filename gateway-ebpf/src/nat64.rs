@@ -1,0 +1,1038 @@
+//! The NAT gateway, IPv6 to IPv4: stateful NAT64 (RFC 6146) with the header translation of
+//! RFC 7915 and the address mapping of RFC 6052.
+//!
+//! An IPv6-only client reaches an IPv4 host at `prefix + IPv4` (64:ff9b::/96 by default). The
+//! session is the NAT44 one with an IPv6 private side: a `NAT64_OUT` entry keyed by the client
+//! and the IPv4 destination, and the shared `NAT44_IN` entry keyed by the public endpoint, whose
+//! `translated_family` says the client is IPv6. Both families therefore draw from one public pool
+//! and one port space, and replies find their session the same way; only the last step differs:
+//! the packet changes family.
+//!
+//! Changing family moves the start of the transport header by 20 bytes (more with IPv4 options
+//! or IPv6 extension headers): the link header and the new IP header are written into headroom
+//! made with `bpf_xdp_adjust_head`, and the transport header and payload never move. Transport
+//! checksums are updated for the new pseudo-header incrementally, so a wrong checksum stays wrong
+//! by the same amount; ICMP, whose IPv6 checksum covers a pseudo-header and whose IPv4 one does
+//! not, likewise. ICMP errors, whose quoted packet changes size too, get their checksum computed
+//! anew over the translated message.
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_get_prandom_u32, bpf_loop, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use gateway_common::{
+    Counter,
+    checksum::fold,
+    maps::{direction, family, target},
+    nat::udp_zero_checksum,
+    nat64::{
+        self as rfc, Icmp4To6, Icmp6To4, Nat64Prefix, icmp4_to_icmp6, icmp6_to_icmp4,
+        is_global_ipv4,
+    },
+};
+
+use crate::{
+    counters::{count, drop, pass},
+    flow::{self, Handling},
+    forwarding,
+    maps::{NAT_GATEWAYS, NAT_PUBLIC_IPS},
+    nat44::{self, NatWork},
+    parsing::{
+        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, Ipv6Packet, ptr_at,
+    },
+};
+
+const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
+const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
+const IPV4_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+/// Ethernet + one 802.1Q tag.
+const MAX_LINK: usize = 18;
+/// IPv6 extension headers walked before the transport header (Hop-by-Hop, Destination Options,
+/// Routing with no segments left); more is a counted drop.
+const MAX_EXTENSION_HEADERS: usize = 3;
+/// Bound on the transport header's offset behind extension headers, for the verifier.
+const MAX_NAT64_L4: usize = MAX_LINK + IPV6_HEADER + 256;
+/// Longest run of bytes summed for a checksum computed from scratch (a UDP datagram without a
+/// checksum, a translated ICMP error): a standard Ethernet MTU.
+const MAX_SUMMED: usize = 1500;
+/// An ICMPv6 error may not exceed the IPv6 minimum MTU, an ICMPv4 one 576 bytes (RFC 7915 s4.2,
+/// s5.2, from RFC 4443 and RFC 1812).
+const MAX_ICMPV6_ERROR: usize = 1280;
+const MAX_ICMPV4_ERROR: usize = 576;
+
+/// Sum of the 16-bit words of an IPv6 address.
+#[inline(always)]
+fn sum16(addr: &[u8; 16]) -> u32 {
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < 16 {
+        sum += u16::from_be_bytes([addr[i], addr[i + 1]]) as u32;
+        i += 2;
+    }
+    sum
+}
+
+/// Sum of the 16-bit words of an IPv4 address.
+#[inline(always)]
+fn sum4(addr: [u8; 4]) -> u32 {
+    u16::from_be_bytes([addr[0], addr[1]]) as u32 + u16::from_be_bytes([addr[2], addr[3]]) as u32
+}
+
+/// RFC 1624 eqn. 3 for a whole set of words at once: `old` and `new` are the one's complement
+/// sums of the words that left and the words that came in.
+#[inline(always)]
+fn replace_sum(check: u16, old: u32, new: u32) -> u16 {
+    let sum = (!check as u32 & 0xffff) + (!fold(old) as u32 & 0xffff) + fold(new) as u32;
+    !fold(sum)
+}
+
+/// The prefix of the gateway in the work area.
+#[inline(always)]
+fn prefix_of(work: &NatWork) -> Nat64Prefix {
+    Nat64Prefix {
+        addr: work.info.nat64_prefix,
+        len: work.info.nat64_prefix_len,
+        _pad: [0; 3],
+    }
+}
+
+/// The address `addr` translates to in the other family, or `None` when RFC 6052 s3.1 forbids
+/// it (the well-known prefix with a non-global IPv4 address).
+#[inline(always)]
+fn embed(prefix: &Nat64Prefix, addr: [u8; 4]) -> Option<[u8; 16]> {
+    if prefix.is_well_known() && !is_global_ipv4(addr) {
+        return None;
+    }
+    prefix.embed(addr)
+}
+
+#[inline(always)]
+fn reject6(packet: &Ipv6Packet, ingress: u32, reason: Counter, subnet_index: u32) -> u32 {
+    flow::account_v6(
+        packet,
+        ingress,
+        Handling::new(0, direction::EGRESS, Some(reason), subnet_index),
+    );
+    drop(reason)
+}
+
+#[inline(always)]
+fn reject4(packet: &Ipv4Packet, ingress: u32, reason: Counter, subnet_index: u32) -> u32 {
+    flow::account_v4(
+        packet,
+        ingress,
+        flow::endpoint(packet.src, packet.src_port),
+        flow::endpoint(packet.dst, packet.dst_port),
+        Handling::new(0, direction::INGRESS, Some(reason), subnet_index),
+    );
+    drop(reason)
+}
+
+/// What an outbound IPv6 packet is, once its extension headers are walked.
+const QUERY: u32 = 0;
+const ERROR: u32 = 1;
+
+/// IPv6 from a private subnet to the NAT64 prefix of NAT gateway `gateway`.
+#[inline(never)]
+pub fn outbound(
+    ctx: &XdpContext,
+    packet: &Ipv6Packet,
+    ingress: u32,
+    subnet_index: u32,
+    gateway: u32,
+) -> u32 {
+    nat44::count_bytes(
+        Counter::NatPacketsInFromSource,
+        Counter::NatBytesInFromSource,
+        packet.total_length,
+    );
+    if packet.hop_limit <= 1 {
+        return pass(Counter::PassTtlExpired);
+    }
+    let Some(work) = nat44::work() else {
+        return drop(Counter::DropNatNoGateway);
+    };
+    let Some(info) = NAT_GATEWAYS.get(gateway) else {
+        return reject6(packet, ingress, Counter::DropNatNoGateway, subnet_index);
+    };
+    if info.public_ip_count == 0 || info.nat64_prefix_len == 0 {
+        return reject6(packet, ingress, Counter::DropNatNoGateway, subnet_index);
+    }
+    work.info = *info;
+    work.gateway = gateway as u8;
+    work.subnet_index = subnet_index;
+    work.now = nat44::now();
+    let kind = match classify_outbound(ctx, packet, work) {
+        Ok(kind) => kind,
+        Err(reason) => return reject6(packet, ingress, reason, subnet_index),
+    };
+    if kind == ERROR {
+        return icmp_error_outbound(ctx, packet, ingress, work);
+    }
+    if let Some(reason) = nat44::session_outbound(work) {
+        // No RST is crafted for an IPv6 client on a timed-out session: the packet is dropped.
+        return reject6(packet, ingress, reason, subnet_index);
+    }
+    // SAFETY: plain data, only tested for presence.
+    if unsafe { NAT_PUBLIC_IPS.get(work.dst) }.is_some() {
+        return hairpin(ctx, packet, ingress, work);
+    }
+    let sport = if work.protocol == IPPROTO_ICMP {
+        packet.src_port
+    } else {
+        work.public_port
+    };
+    work.translated = flow::Translated {
+        src: flow::widen(work.public_addr),
+        dst: flow::widen(work.dst),
+        ports: (sport as u32) << 16 | work.dport as u32,
+    };
+    flow::account_v6_translated(
+        packet,
+        ingress,
+        &work.translated,
+        Handling::new(target::NAT_GATEWAY, direction::EGRESS, None, subnet_index),
+    );
+    let (public, destination) = (work.public_addr, work.dst);
+    let (public_port, dport) = (work.public_port, work.dport);
+    set_packet4(work, public, destination, public_port, dport);
+    if let Err(reason) = to_ipv4(ctx, work) {
+        return drop(reason);
+    }
+    count(Counter::ForwardNat64Outbound);
+    nat44::count_bytes(
+        Counter::NatPacketsOutToDestination,
+        Counter::NatBytesOutToDestination,
+        work.packet4.total_length,
+    );
+    forwarding::ipv4(
+        ctx,
+        &work.packet4,
+        work.packet4.src,
+        work.packet4.dst,
+        ingress,
+    )
+}
+
+/// The IPv4 packet `to_ipv4` writes: its addresses and ports (ICMP echo: the identifier as the
+/// source port).
+#[inline(always)]
+fn set_packet4(work: &mut NatWork, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) {
+    let protocol = work.protocol;
+    let l3 = work.l3 as usize;
+    let transport_length = work.transport_length;
+    let ttl = work.ttl;
+    let flags = work.tcp_flags;
+    let packet = &mut work.packet4;
+    packet.l3 = l3;
+    packet.l4 = l3 + IPV4_HEADER;
+    packet.vlan_tagged = l3 != 14;
+    packet.src = src;
+    packet.dst = dst;
+    packet.protocol = protocol;
+    packet.ttl = ttl;
+    packet.total_length = transport_length + IPV4_HEADER as u16;
+    packet.later_fragment = false;
+    packet.src_port = sport;
+    packet.dst_port = dport;
+    packet.tcp_flags = flags;
+    packet.icmp_error = false;
+}
+
+/// The IPv6 packet `to_ipv6` writes.
+#[inline(always)]
+fn set_packet6(work: &mut NatWork, sport: u16, dport: u16) {
+    let next_header = if work.protocol == IPPROTO_ICMP {
+        IPPROTO_ICMPV6
+    } else {
+        work.protocol
+    };
+    let l3 = work.l3 as usize;
+    let transport_length = work.transport_length;
+    let ttl = work.ttl;
+    let flags = work.tcp_flags;
+    let packet = &mut work.packet6;
+    packet.l3 = l3;
+    packet.vlan_tagged = l3 != 14;
+    packet.next_header = next_header;
+    packet.hop_limit = ttl;
+    packet.total_length = transport_length + IPV6_HEADER as u16;
+    packet.src_port = sport;
+    packet.dst_port = dport;
+    packet.tcp_flags = flags;
+}
+
+/// Walks the extension headers and reads the transport header of an outbound packet into the
+/// work area. Returns [`QUERY`] for TCP, UDP and echo requests, [`ERROR`] for ICMPv6 errors.
+#[inline(never)]
+fn classify_outbound(
+    ctx: &XdpContext,
+    packet: &Ipv6Packet,
+    work: &mut NatWork,
+) -> Result<u32, Counter> {
+    let prefix = prefix_of(work);
+    if !prefix.contains(&packet.dst) {
+        return Err(Counter::DropNat64NotInPrefix);
+    }
+    let destination = prefix
+        .extract(&packet.dst)
+        .ok_or(Counter::DropNat64NotInPrefix)?;
+    if prefix.is_well_known() && !is_global_ipv4(destination) {
+        return Err(Counter::DropNat64NonGlobal);
+    }
+    let (protocol, l4) = upper_layer(ctx, packet.l3)?;
+    let ip: *const [u8; 2] = ptr_at(ctx, packet.l3).ok_or(Counter::DropTruncatedIpv6)?;
+    // SAFETY: bounds-checked above.
+    let head = unsafe { *ip };
+    let end = packet.l3 + packet.total_length as usize;
+    if l4 > end {
+        return Err(Counter::DropTruncatedIpv6);
+    }
+    work.l3 = packet.l3 as u16;
+    work.l4 = l4 as u16;
+    work.transport_length = (end - l4) as u16;
+    work.tos = (head[0] << 4) | (head[1] >> 4);
+    work.ttl = packet.hop_limit;
+    work.family = family::IPV6;
+    work.private6 = packet.src;
+    work.remote6 = packet.dst;
+    // Only hashed (the preferred public IP); the client is `private6`.
+    work.src = [
+        packet.src[12],
+        packet.src[13],
+        packet.src[14],
+        packet.src[15],
+    ];
+    work.dst = destination;
+    work.bytes = packet.total_length;
+    work.rst = 0;
+    work.in_inserted = 0;
+    work.tcp_flags = 0;
+    let transport: *const [u8; 14] = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedIpv6)?;
+    // SAFETY: bounds-checked above (14 bytes cover ports, TCP flags and an ICMP echo header;
+    // shorter transport headers are caught by the length checks below).
+    let t = unsafe { *transport };
+    match protocol {
+        IPPROTO_TCP => {
+            if work.transport_length < 20 {
+                return Err(Counter::DropTruncatedTcp);
+            }
+            work.protocol = IPPROTO_TCP;
+            work.sport = u16::from_be_bytes([t[0], t[1]]);
+            work.dport = u16::from_be_bytes([t[2], t[3]]);
+            work.tcp_flags = t[13];
+            Ok(QUERY)
+        }
+        IPPROTO_UDP => {
+            if work.transport_length < 8 {
+                return Err(Counter::DropTruncatedUdp);
+            }
+            work.protocol = IPPROTO_UDP;
+            work.sport = u16::from_be_bytes([t[0], t[1]]);
+            work.dport = u16::from_be_bytes([t[2], t[3]]);
+            Ok(QUERY)
+        }
+        IPPROTO_ICMPV6 => {
+            if work.transport_length < 8 {
+                return Err(Counter::DropTruncatedIcmp);
+            }
+            work.protocol = IPPROTO_ICMP;
+            match t[0] {
+                rfc::icmp6_type::ECHO_REQUEST => {
+                    work.sport = u16::from_be_bytes([t[4], t[5]]);
+                    work.dport = 0;
+                    Ok(QUERY)
+                }
+                1..=4 => Ok(ERROR),
+                _ => Err(Counter::DropNat64IcmpUntranslatable),
+            }
+        }
+        _ => Err(Counter::DropNatUnsupportedProtocol),
+    }
+}
+
+/// The transport protocol and its offset behind the IPv6 header at `l3`: Hop-by-Hop and
+/// Destination Options are skipped (and dropped by the translation), a Routing header only with
+/// no segments left (RFC 7915 s5.1); fragments are not translated.
+#[inline(always)]
+fn upper_layer(ctx: &XdpContext, l3: usize) -> Result<(u8, usize), Counter> {
+    let next: *const u8 = ptr_at(ctx, l3 + 6).ok_or(Counter::DropTruncatedIpv6)?;
+    // SAFETY: bounds-checked above.
+    let mut next = unsafe { *next };
+    let mut offset = l3 + IPV6_HEADER;
+    for _ in 0..MAX_EXTENSION_HEADERS {
+        match next {
+            0 | 60 | 43 => {
+                if offset > MAX_NAT64_L4 {
+                    return Err(Counter::DropNat64ExtensionHeaders);
+                }
+                let header: *const [u8; 4] =
+                    ptr_at(ctx, offset).ok_or(Counter::DropTruncatedIpv6)?;
+                // SAFETY: bounds-checked above.
+                let header = unsafe { *header };
+                if next == 43 && header[3] != 0 {
+                    return Err(Counter::DropNat64RoutingHeader);
+                }
+                next = header[0];
+                offset += (header[1] as usize + 1) * 8;
+            }
+            44 => return Err(Counter::DropNat64Fragment),
+            _ => break,
+        }
+    }
+    match next {
+        0 | 60 | 43 | 44 | 50 | 51 => Err(Counter::DropNat64ExtensionHeaders),
+        _ if offset > MAX_NAT64_L4 => Err(Counter::DropNat64ExtensionHeaders),
+        _ => Ok((next, offset)),
+    }
+}
+
+/// Copies the link header (Ethernet, and the 802.1Q tag when there is one) into the work area.
+#[inline(always)]
+fn save_link(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter> {
+    let link: *const [u8; MAX_LINK] = ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEthernet)?;
+    // SAFETY: bounds-checked above (every IP packet is longer than 18 bytes of link header).
+    work.link = unsafe { *link };
+    Ok(())
+}
+
+/// Writes the saved link header at the (new) start of the frame with the other EtherType.
+#[inline(always)]
+fn restore_link(ctx: &XdpContext, work: &NatWork, ether_type: [u8; 2]) -> Result<(), Counter> {
+    let mut link = work.link;
+    if work.l3 == 14 {
+        link[12] = ether_type[0];
+        link[13] = ether_type[1];
+        let out: *mut [u8; 14] = ptr_at(ctx, 0).ok_or(Counter::DropNat64HeadAdjust)?;
+        let mut head = [0u8; 14];
+        head.copy_from_slice(&link[..14]);
+        // SAFETY: bounds-checked above.
+        unsafe { *out = head };
+    } else {
+        link[16] = ether_type[0];
+        link[17] = ether_type[1];
+        let out: *mut [u8; MAX_LINK] = ptr_at(ctx, 0).ok_or(Counter::DropNat64HeadAdjust)?;
+        // SAFETY: bounds-checked above.
+        unsafe { *out = link };
+    }
+    Ok(())
+}
+
+/// An IPv4 header for `work.packet4` (RFC 7915 s5.1): TOS from the traffic class, TTL as it
+/// arrived (forwarding decrements it once), DF when longer than 1260 bytes, a fresh
+/// identification.
+#[inline(always)]
+fn ipv4_header(work: &NatWork) -> [u8; IPV4_HEADER] {
+    let packet = &work.packet4;
+    let mut h = [0u8; IPV4_HEADER];
+    h[0] = 0x45;
+    h[1] = work.tos;
+    h[2..4].copy_from_slice(&packet.total_length.to_be_bytes());
+    // SAFETY: helper without side effects.
+    let id = unsafe { bpf_get_prandom_u32() } as u16;
+    h[4..6].copy_from_slice(&id.to_be_bytes());
+    h[6] = if rfc::translated_df(packet.total_length) {
+        0x40
+    } else {
+        0
+    };
+    h[8] = packet.ttl;
+    h[9] = packet.protocol;
+    h[12..16].copy_from_slice(&packet.src);
+    h[16..20].copy_from_slice(&packet.dst);
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < IPV4_HEADER {
+        sum += u16::from_be_bytes([h[i], h[i + 1]]) as u32;
+        i += 2;
+    }
+    h[10..12].copy_from_slice(&(!fold(sum)).to_be_bytes());
+    h
+}
+
+/// An IPv6 header for `work.packet6` (RFC 7915 s4.1): traffic class from the TOS, flow label 0,
+/// hop limit as it arrived (forwarding decrements it once).
+#[inline(always)]
+fn ipv6_header(work: &NatWork) -> [u8; IPV6_HEADER] {
+    let packet = &work.packet6;
+    let mut h = [0u8; IPV6_HEADER];
+    h[0] = 0x60 | (work.tos >> 4);
+    h[1] = work.tos << 4;
+    h[4..6].copy_from_slice(&work.transport_length.to_be_bytes());
+    h[6] = packet.next_header;
+    h[7] = packet.hop_limit;
+    h[8..24].copy_from_slice(&packet.src);
+    h[24..40].copy_from_slice(&packet.dst);
+    h
+}
+
+/// Replaces the IPv6 header (and the extension headers before `work.l4`) with the IPv4 header of
+/// `work.packet4`, and updates the transport header: source or destination port (ICMP: the echo
+/// type and identifier) and checksum. `work.private6`/`remote6` are the IPv6 addresses the
+/// transport checksum covered, `work.sport`/`dport` its ports.
+#[inline(never)]
+fn to_ipv4(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter> {
+    let l3 = work.l3 as usize;
+    let l4 = work.l4 as usize;
+    if (l3 != 14 && l3 != MAX_LINK) || l4 < l3 + IPV6_HEADER || l4 > MAX_NAT64_L4 {
+        return Err(Counter::DropTruncatedIpv6);
+    }
+    save_link(ctx, work)?;
+    let header = ipv4_header(work);
+    let shrink = l4 - l3 - IPV4_HEADER;
+    // SAFETY: moves the frame's start; every pointer is derived again below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, shrink as i32) } != 0 {
+        return Err(Counter::DropNat64HeadAdjust);
+    }
+    restore_link(ctx, work, ETH_P_IPV4)?;
+    let ip: *mut [u8; IPV4_HEADER] = ptr_at(ctx, l3).ok_or(Counter::DropNat64HeadAdjust)?;
+    // SAFETY: bounds-checked above.
+    unsafe { *ip = header };
+    let old_addresses = sum16(&work.private6) + sum16(&work.remote6);
+    let new_addresses = sum4(work.packet4.src) + sum4(work.packet4.dst);
+    let transport = l3 + IPV4_HEADER;
+    match work.protocol {
+        IPPROTO_TCP => {
+            let tcp: *mut [u8; 18] = ptr_at(ctx, transport).ok_or(Counter::DropTruncatedTcp)?;
+            // SAFETY: bounds-checked above.
+            let tcp = unsafe { &mut *tcp };
+            rewrite_ports(
+                tcp,
+                16,
+                old_addresses + work.sport as u32 + work.dport as u32,
+                new_addresses + work.packet4.src_port as u32 + work.packet4.dst_port as u32,
+                false,
+            );
+            tcp[0..2].copy_from_slice(&work.packet4.src_port.to_be_bytes());
+            tcp[2..4].copy_from_slice(&work.packet4.dst_port.to_be_bytes());
+        }
+        IPPROTO_UDP => {
+            let udp: *mut [u8; 8] = ptr_at(ctx, transport).ok_or(Counter::DropTruncatedUdp)?;
+            // SAFETY: bounds-checked above.
+            let udp = unsafe { &mut *udp };
+            rewrite_ports(
+                udp,
+                6,
+                old_addresses + work.sport as u32 + work.dport as u32,
+                new_addresses + work.packet4.src_port as u32 + work.packet4.dst_port as u32,
+                true,
+            );
+            udp[0..2].copy_from_slice(&work.packet4.src_port.to_be_bytes());
+            udp[2..4].copy_from_slice(&work.packet4.dst_port.to_be_bytes());
+        }
+        _ => {
+            let icmp: *mut [u8; 8] = ptr_at(ctx, transport).ok_or(Counter::DropTruncatedIcmp)?;
+            // SAFETY: bounds-checked above.
+            let icmp = unsafe { &mut *icmp };
+            // ICMPv6 covers a pseudo-header (addresses, length, next header 58); ICMPv4 none.
+            let length = work.transport_length as u32;
+            let old = old_addresses
+                + IPPROTO_ICMPV6 as u32
+                + length
+                + u16::from_be_bytes([icmp[0], icmp[1]]) as u32
+                + u16::from_be_bytes([icmp[4], icmp[5]]) as u32;
+            icmp[0] = rfc::icmp4_type::ECHO_REQUEST;
+            icmp[4..6].copy_from_slice(&work.packet4.src_port.to_be_bytes());
+            let new = u16::from_be_bytes([icmp[0], icmp[1]]) as u32 + work.packet4.src_port as u32;
+            let check = replace_sum(u16::from_be_bytes([icmp[2], icmp[3]]), old, new);
+            icmp[2..4].copy_from_slice(&check.to_be_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// Updates the checksum at `at` of a TCP or UDP header whose covered words sum `old` before and
+/// `new` after. UDP over IPv4 keeps "no checksum" (0) and writes a computed 0 as 0xffff.
+#[inline(always)]
+fn rewrite_ports<const N: usize>(header: &mut [u8; N], at: usize, old: u32, new: u32, udp: bool) {
+    if at + 2 > N {
+        return;
+    }
+    let check = u16::from_be_bytes([header[at], header[at + 1]]);
+    if udp && check == 0 {
+        return;
+    }
+    let mut updated = replace_sum(check, old, new);
+    if udp && updated == 0 {
+        updated = 0xffff;
+    }
+    header[at..at + 2].copy_from_slice(&updated.to_be_bytes());
+}
+
+/// An IPv6 client's packet to the NAT gateway's own public address (through the prefix): sent
+/// on to the session that holds the public endpoint, with the sender's public endpoint as its
+/// source (RFC 6146 s3.8). An IPv6 session behind it gets an IPv6 packet from
+/// `prefix + public address`; a NAT44 session an IPv4 packet.
+#[inline(never)]
+fn hairpin(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32, work: &mut NatWork) -> u32 {
+    let subnet_index = work.subnet_index;
+    if work.protocol == IPPROTO_ICMP {
+        // An echo request is never an answer.
+        return reject6(
+            packet,
+            ingress,
+            Counter::DropNatUnsolicitedIcmp,
+            subnet_index,
+        );
+    }
+    // The sender as the IPv6 transport checksum covers it; then the packet as it would arrive
+    // at the public side.
+    work.hairpin_client = work.private6;
+    work.hairpin_client_port = work.sport;
+    work.hairpin_dport = work.dport;
+    work.src = work.public_addr;
+    work.sport = work.public_port;
+    if let Some(reason) = nat44::session_inbound(work) {
+        return reject6(packet, ingress, reason, subnet_index);
+    }
+    count(Counter::ForwardNat64Hairpin);
+    if work.family == family::IPV6 {
+        if let Err(reason) = hairpin_to_ipv6(ctx, packet, work) {
+            return reject6(packet, ingress, reason, subnet_index);
+        }
+        flow::account_v6_translated(
+            packet,
+            ingress,
+            &work.translated,
+            Handling::new(target::NAT_GATEWAY, direction::INTERNAL, None, subnet_index),
+        );
+        return forwarding::ipv6(ctx, &work.packet6, ingress);
+    }
+    hairpin_to_ipv4(work);
+    flow::account_v6_translated(
+        packet,
+        ingress,
+        &work.translated,
+        Handling::new(target::NAT_GATEWAY, direction::INTERNAL, None, subnet_index),
+    );
+    if let Err(reason) = to_ipv4(ctx, work) {
+        return drop(reason);
+    }
+    forwarding::ipv4(
+        ctx,
+        &work.packet4,
+        work.packet4.src,
+        work.packet4.dst,
+        ingress,
+    )
+}
+
+/// Hairpin to a NAT44 session: the packet becomes IPv4 from the sender's public endpoint to the
+/// private host.
+#[inline(never)]
+fn hairpin_to_ipv4(work: &mut NatWork) {
+    work.translated.src = flow::widen(work.public_addr);
+    work.translated.dst = flow::widen(work.private_addr);
+    work.translated.ports = (work.public_port as u32) << 16 | work.private_port as u32;
+    // `to_ipv4` takes the old checksum words from these.
+    work.private6 = work.hairpin_client;
+    work.sport = work.hairpin_client_port;
+    work.dport = work.hairpin_dport;
+    let (public, private) = (work.public_addr, work.private_addr);
+    let (public_port, private_port) = (work.public_port, work.private_port);
+    set_packet4(work, public, private, public_port, private_port);
+}
+
+/// Hairpin between two IPv6 clients: the packet stays IPv6, from `prefix + public address` of
+/// the sender to the other client, ports from the sessions; the transport checksum follows.
+#[inline(never)]
+fn hairpin_to_ipv6(
+    ctx: &XdpContext,
+    packet: &Ipv6Packet,
+    work: &mut NatWork,
+) -> Result<(), Counter> {
+    let prefix = prefix_of(work);
+    let source = embed(&prefix, work.public_addr).ok_or(Counter::DropNat64NonGlobal)?;
+    work.translated.src = source;
+    work.translated.dst = work.private6;
+    work.translated.ports = (work.public_port as u32) << 16 | work.private_port as u32;
+    let (new_sport, new_dport) = (work.public_port, work.private_port);
+    let old = sum16(&work.hairpin_client)
+        + sum16(&work.remote6)
+        + work.hairpin_client_port as u32
+        + work.hairpin_dport as u32;
+    let new = sum16(&work.translated.src)
+        + sum16(&work.translated.dst)
+        + new_sport as u32
+        + new_dport as u32;
+    let l4 = work.l4 as usize;
+    if l4 > MAX_NAT64_L4 || packet.l3 > MAX_LINK {
+        return Err(Counter::DropTruncatedIpv6);
+    }
+    if work.protocol == IPPROTO_TCP {
+        let tcp: *mut [u8; 18] = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedTcp)?;
+        // SAFETY: bounds-checked above.
+        let tcp = unsafe { &mut *tcp };
+        rewrite_ports(tcp, 16, old, new, false);
+        tcp[0..2].copy_from_slice(&new_sport.to_be_bytes());
+        tcp[2..4].copy_from_slice(&new_dport.to_be_bytes());
+    } else {
+        let udp: *mut [u8; 8] = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedUdp)?;
+        // SAFETY: bounds-checked above.
+        let udp = unsafe { &mut *udp };
+        rewrite_ports(udp, 6, old, new, false);
+        udp[0..2].copy_from_slice(&new_sport.to_be_bytes());
+        udp[2..4].copy_from_slice(&new_dport.to_be_bytes());
+    }
+    let addresses: *mut [u8; 32] = ptr_at(ctx, packet.l3 + 8).ok_or(Counter::DropTruncatedIpv6)?;
+    // SAFETY: bounds-checked above.
+    let addresses = unsafe { &mut *addresses };
+    addresses[..16].copy_from_slice(&work.translated.src);
+    addresses[16..].copy_from_slice(&work.translated.dst);
+    let out = &mut work.packet6;
+    out.l3 = packet.l3;
+    out.vlan_tagged = packet.vlan_tagged;
+    out.src = work.translated.src;
+    out.dst = work.translated.dst;
+    out.next_header = packet.next_header;
+    out.hop_limit = packet.hop_limit;
+    out.total_length = packet.total_length;
+    out.src_port = new_sport;
+    out.dst_port = new_dport;
+    out.tcp_flags = packet.tcp_flags;
+    Ok(())
+}
+
+/// IPv4 reply to a NAT64 session (found by [`nat44::inbound`], the client in `work.private6`
+/// and `work.private_port`): translated to IPv6 from `prefix + source`.
+#[inline(never)]
+pub fn inbound(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, work: &mut NatWork) -> u32 {
+    let Some(info) = NAT_GATEWAYS.get(work.gateway as u32) else {
+        return reject4(packet, ingress, Counter::DropNatNoGateway, u32::MAX);
+    };
+    work.info = *info;
+    let subnet_index = work.subnet_index;
+    if let Err(reason) = classify_inbound(ctx, packet, work) {
+        return reject4(packet, ingress, reason, subnet_index);
+    }
+    let sport = if work.protocol == IPPROTO_ICMP {
+        packet.dst_port
+    } else {
+        work.sport
+    };
+    work.translated = flow::Translated {
+        src: work.remote6,
+        dst: work.private6,
+        ports: (sport as u32) << 16 | work.private_port as u32,
+    };
+    flow::account_v4_translated(
+        packet,
+        ingress,
+        &work.translated,
+        Handling::new(target::NAT_GATEWAY, direction::INGRESS, None, subnet_index),
+    );
+    let (sport, dport) = (work.sport, work.private_port);
+    set_packet6(work, sport, dport);
+    work.packet6.src = work.remote6;
+    work.packet6.dst = work.private6;
+    if let Err(reason) = to_ipv6(ctx, work) {
+        return drop(reason);
+    }
+    count(Counter::ForwardNat64Inbound);
+    nat44::count_bytes(
+        Counter::NatPacketsOutToSource,
+        Counter::NatBytesOutToSource,
+        work.packet6.total_length,
+    );
+    forwarding::ipv6(ctx, &work.packet6, ingress)
+}
+
+/// Checks an inbound IPv4 packet for translation and fills the layout: no fragments, no
+/// unexpired source route, a source the prefix may carry, the UDP checksum rule.
+#[inline(never)]
+fn classify_inbound(
+    ctx: &XdpContext,
+    packet: &Ipv4Packet,
+    work: &mut NatWork,
+) -> Result<(), Counter> {
+    let ip: *const [u8; IPV4_HEADER] = ptr_at(ctx, packet.l3).ok_or(Counter::DropTruncatedIpv4)?;
+    // SAFETY: bounds-checked above.
+    let header = unsafe { *ip };
+    if header[6] & 0x20 != 0 || packet.later_fragment {
+        return Err(Counter::DropNat64Fragment);
+    }
+    let prefix = prefix_of(work);
+    work.remote6 = embed(&prefix, packet.src).ok_or(Counter::DropNat64NonGlobal)?;
+    if packet.l4 > packet.l3 + IPV4_HEADER && unexpired_source_route(ctx, packet, work)? {
+        return Err(Counter::DropNat64SourceRoute);
+    }
+    work.l3 = packet.l3 as u16;
+    work.l4 = packet.l4 as u16;
+    work.transport_length = packet.total_length - (packet.l4 - packet.l3) as u16;
+    work.tos = header[1];
+    work.ttl = packet.ttl;
+    if work.protocol == IPPROTO_UDP {
+        let udp: *const [u8; 8] = ptr_at(ctx, packet.l4).ok_or(Counter::DropTruncatedUdp)?;
+        // SAFETY: bounds-checked above.
+        let check = unsafe { u16::from_be_bytes([(*udp)[6], (*udp)[7]]) };
+        if check == 0
+            && (work.info.nat64_udp_zero_checksum == udp_zero_checksum::DROP
+                || work.transport_length as usize > MAX_SUMMED)
+        {
+            return Err(Counter::DropNat64UdpZeroChecksum);
+        }
+    }
+    Ok(())
+}
+
+/// Whether the IPv4 options hold a loose or strict source route that is not used up
+/// (RFC 7915 s4.1: such a packet is dropped; expired ones translate normally). The options are
+/// copied into the work area in 4-byte words (the IHL counts them) and walked there.
+#[inline(never)]
+fn unexpired_source_route(
+    ctx: &XdpContext,
+    packet: &Ipv4Packet,
+    work: &mut NatWork,
+) -> Result<bool, Counter> {
+    let start = packet.l3 + IPV4_HEADER;
+    if packet.l4 > MAX_LINK + 60 || start > MAX_LINK + IPV4_HEADER || packet.l4 < start {
+        return Err(Counter::DropMalformedIpv4);
+    }
+    let words = (packet.l4 - start) >> 2;
+    work.options = [0; 64];
+    for i in 0..10 {
+        if i >= words {
+            break;
+        }
+        let word: *const [u8; 4] = ptr_at(ctx, start + i * 4).ok_or(Counter::DropMalformedIpv4)?;
+        // SAFETY: bounds-checked above.
+        let word = unsafe { *word };
+        // Indices masked into the 64-byte area: visibly in bounds for the verifier.
+        work.options[(i * 4) & 63] = word[0];
+        work.options[(i * 4 + 1) & 63] = word[1];
+        work.options[(i * 4 + 2) & 63] = word[2];
+        work.options[(i * 4 + 3) & 63] = word[3];
+    }
+    work.options_end = (words * 4) as u8;
+    work.option_at = 0;
+    work.option_verdict = OPTIONS_OK;
+    // In `bpf_loop`: the verifier checks one step once instead of every path through 40.
+    // SAFETY: the callback is a BPF subprogram; it works on this CPU's work area.
+    unsafe {
+        bpf_loop(40, walk_option as *mut c_void, core::ptr::null_mut(), 0);
+    }
+    match work.option_verdict {
+        OPTIONS_OK => Ok(false),
+        OPTIONS_SOURCE_ROUTE => Ok(true),
+        _ => Err(Counter::DropMalformedIpv4),
+    }
+}
+
+const OPTIONS_OK: u8 = 0;
+const OPTIONS_SOURCE_ROUTE: u8 = 1;
+const OPTIONS_MALFORMED: u8 = 2;
+
+/// One option of [`unexpired_source_route`]'s walk. Returns 1 to stop, 0 to go on.
+#[inline(never)]
+extern "C" fn walk_option(_index: u64, _context: *mut c_void) -> i64 {
+    let Some(work) = nat44::work() else {
+        return 1;
+    };
+    let at = work.option_at as usize;
+    let end = work.options_end as usize;
+    if at >= end {
+        return 1;
+    }
+    let kind = work.options[at & 63];
+    match kind {
+        // End of options.
+        0 => return 1,
+        // No operation.
+        1 => {
+            work.option_at += 1;
+            return 0;
+        }
+        _ => {}
+    }
+    let length = work.options[(at + 1) & 63] as usize;
+    let pointer = work.options[(at + 2) & 63] as usize;
+    if length < 2 || at + length > end {
+        work.option_verdict = OPTIONS_MALFORMED;
+        return 1;
+    }
+    // Loose (131) and strict (137) source route: the pointer (1-based) is past the last
+    // address once the route is used up.
+    if (kind == 131 || kind == 137) && pointer <= length {
+        work.option_verdict = OPTIONS_SOURCE_ROUTE;
+        return 1;
+    }
+    work.option_at = (at + length) as u8;
+    0
+}
+
+/// Replaces the IPv4 header (options included) with the IPv6 header of `work.packet6` and
+/// updates the transport header: destination port (ICMP: echo reply type and identifier) and
+/// checksum; a UDP datagram without a checksum gets one.
+#[inline(never)]
+fn to_ipv6(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter> {
+    let l3 = work.l3 as usize;
+    let l4 = work.l4 as usize;
+    if (l3 != 14 && l3 != MAX_LINK) || l4 < l3 + IPV4_HEADER || l4 > MAX_LINK + 60 {
+        return Err(Counter::DropMalformedIpv4);
+    }
+    save_link(ctx, work)?;
+    let header = ipv6_header(work);
+    let grow = IPV6_HEADER - (l4 - l3);
+    // The old header's words, before they are overwritten.
+    let old_addresses = {
+        let ip: *const [u8; IPV4_HEADER] = ptr_at(ctx, l3).ok_or(Counter::DropTruncatedIpv4)?;
+        // SAFETY: bounds-checked above.
+        let h = unsafe { *ip };
+        sum4([h[12], h[13], h[14], h[15]]) + sum4([h[16], h[17], h[18], h[19]])
+    };
+    // SAFETY: moves the frame's start; every pointer is derived again below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(grow as i32)) } != 0 {
+        return Err(Counter::DropNat64HeadAdjust);
+    }
+    restore_link(ctx, work, ETH_P_IPV6)?;
+    let ip: *mut [u8; IPV6_HEADER] = ptr_at(ctx, l3).ok_or(Counter::DropNat64HeadAdjust)?;
+    // SAFETY: bounds-checked above.
+    unsafe { *ip = header };
+    let new_addresses = sum16(&work.packet6.src) + sum16(&work.packet6.dst);
+    let transport = l3 + IPV6_HEADER;
+    let old_port = work.dport;
+    let new_port = work.packet6.dst_port;
+    match work.protocol {
+        IPPROTO_TCP => {
+            let tcp: *mut [u8; 18] = ptr_at(ctx, transport).ok_or(Counter::DropTruncatedTcp)?;
+            // SAFETY: bounds-checked above.
+            let tcp = unsafe { &mut *tcp };
+            rewrite_ports(
+                tcp,
+                16,
+                old_addresses + old_port as u32,
+                new_addresses + new_port as u32,
+                false,
+            );
+            tcp[2..4].copy_from_slice(&new_port.to_be_bytes());
+        }
+        IPPROTO_UDP => {
+            let udp: *mut [u8; 8] = ptr_at(ctx, transport).ok_or(Counter::DropTruncatedUdp)?;
+            // SAFETY: bounds-checked above.
+            let udp = unsafe { &mut *udp };
+            udp[2..4].copy_from_slice(&new_port.to_be_bytes());
+            let check = u16::from_be_bytes([udp[6], udp[7]]);
+            if check != 0 {
+                let updated = replace_sum(
+                    check,
+                    old_addresses + old_port as u32,
+                    new_addresses + new_port as u32,
+                );
+                let updated = if updated == 0 { 0xffff } else { updated };
+                udp[6..8].copy_from_slice(&updated.to_be_bytes());
+            } else {
+                let sum = sum_bytes(ctx, transport, work.transport_length as usize)
+                    .ok_or(Counter::DropNat64UdpZeroChecksum)?;
+                let pseudo = new_addresses + work.transport_length as u32 + IPPROTO_UDP as u32;
+                let mut computed = !fold(fold(sum) as u32 + fold(pseudo) as u32);
+                if computed == 0 {
+                    computed = 0xffff;
+                }
+                let udp: *mut [u8; 8] = ptr_at(ctx, transport).ok_or(Counter::DropTruncatedUdp)?;
+                // SAFETY: bounds-checked above.
+                let udp = unsafe { &mut *udp };
+                udp[6..8].copy_from_slice(&computed.to_be_bytes());
+                count(Counter::Nat64UdpChecksumComputed);
+            }
+        }
+        _ => {
+            let icmp: *mut [u8; 8] = ptr_at(ctx, transport).ok_or(Counter::DropTruncatedIcmp)?;
+            // SAFETY: bounds-checked above.
+            let icmp = unsafe { &mut *icmp };
+            let old = u16::from_be_bytes([icmp[0], icmp[1]]) as u32
+                + u16::from_be_bytes([icmp[4], icmp[5]]) as u32;
+            icmp[0] = rfc::icmp6_type::ECHO_REPLY;
+            icmp[4..6].copy_from_slice(&new_port.to_be_bytes());
+            let new = new_addresses
+                + IPPROTO_ICMPV6 as u32
+                + work.transport_length as u32
+                + u16::from_be_bytes([icmp[0], icmp[1]]) as u32
+                + new_port as u32;
+            let check = replace_sum(u16::from_be_bytes([icmp[2], icmp[3]]), old, new);
+            icmp[2..4].copy_from_slice(&check.to_be_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// The one's complement sum of `length` bytes of the frame from `start` (an odd last byte padded
+/// with zero), or `None` when they are not all in the frame or longer than [`MAX_SUMMED`].
+#[inline(never)]
+fn sum_bytes(ctx: &XdpContext, start: usize, length: usize) -> Option<u32> {
+    if start > MAX_LINK + IPV6_HEADER + IPV6_HEADER + 8 || !(8..=MAX_SUMMED).contains(&length) {
+        return None;
+    }
+    let words = length >> 2;
+    let mut sum = 0u32;
+    for i in 0..MAX_SUMMED / 4 {
+        if i >= words {
+            break;
+        }
+        let word: *const [u8; 4] = ptr_at(ctx, start + i * 4)?;
+        // SAFETY: bounds-checked above.
+        let word = unsafe { *word };
+        sum += u16::from_be_bytes([word[0], word[1]]) as u32
+            + u16::from_be_bytes([word[2], word[3]]) as u32;
+    }
+    // The last 1-3 bytes: read as the word that ends the run (the run is at least 8 bytes).
+    let rest = length & 3;
+    if rest != 0 {
+        // Masked (the value is below 2048 anyway) so that the compiler cannot fold the "- 4" into
+        // the bounds check, which the verifier would then not recognise.
+        let word: *const [u8; 4] = ptr_at(ctx, (start + length - 4) & 0x7ff)?;
+        // SAFETY: bounds-checked above.
+        let word = unsafe { *word };
+        sum += match rest {
+            1 => (word[3] as u32) << 8,
+            2 => u16::from_be_bytes([word[2], word[3]]) as u32,
+            _ => u16::from_be_bytes([word[1], word[2]]) as u32 + ((word[3] as u32) << 8),
+        };
+    }
+    Some(sum)
+}
+
+/// ICMPv4 error from the internet about a NAT64 session (the quoted packet left from the public
+/// endpoint; `nat44::quoted_session` found the client): translated to ICMPv6 per RFC 7915 s4.2.
+#[inline(never)]
+pub fn icmp_error_inbound(
+    ctx: &XdpContext,
+    packet: &Ipv4Packet,
+    ingress: u32,
+    work: &mut NatWork,
+) -> u32 {
+    let _ = (
+        ctx,
+        work,
+        bpf_xdp_adjust_tail as usize,
+        MAX_ICMPV6_ERROR,
+        MAX_ICMPV4_ERROR,
+    );
+    let _ = (icmp4_to_icmp6 as usize, icmp6_to_icmp4 as usize);
+    let _: Option<Icmp4To6> = None;
+    let _: Option<Icmp6To4> = None;
+    reject4(
+        packet,
+        ingress,
+        Counter::DropNat64IcmpUntranslatable,
+        u32::MAX,
+    )
+}
+
+/// ICMPv6 error from a client about a NAT64 reply: translated to ICMPv4 per RFC 7915 s5.2.
+#[inline(never)]
+fn icmp_error_outbound(
+    ctx: &XdpContext,
+    packet: &Ipv6Packet,
+    ingress: u32,
+    work: &mut NatWork,
+) -> u32 {
+    let _ = (ctx, work);
+    reject6(
+        packet,
+        ingress,
+        Counter::DropNat64IcmpUntranslatable,
+        u32::MAX,
+    )
+}
