@@ -9,6 +9,7 @@
 //! table, a route's NAT gateway, an elastic IP's subnet), and whose route tables hold the
 //! implicit `local` routes for the VPC CIDRs, as AWS adds them.
 
+mod dns64;
 mod reader;
 
 use std::{
@@ -21,6 +22,7 @@ use std::{
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+pub use self::dns64::Dns64Config;
 use self::reader::{At, Sink, TableReader};
 
 /// Where `gateway stats` finds the controller when `[controller] socket` is not set.
@@ -193,6 +195,8 @@ pub struct NatGateway {
     pub rst_on_idle_timeout: bool,
     /// Where to append one line per finished mapping (abuse tracing); `None`: no log.
     pub mapping_log: Option<PathBuf>,
+    /// `[nat_gateways.dns64]`: the DNS64 resolver for this gateway's NAT64 prefix; `None`: off.
+    pub dns64: Option<Dns64Config>,
 }
 
 /// NAT64, IPv4 to IPv6: an unfragmented UDP datagram sent without a checksum (RFC 7915 s4.5).
@@ -392,6 +396,7 @@ struct RawNatGateway {
     mapping: Option<At<String>>,
     rst_on_idle_timeout: Option<At<bool>>,
     mapping_log: Option<At<String>>,
+    dns64: Option<dns64::RawDns64>,
 }
 
 struct RawEgressOnlyInternetGateway {
@@ -515,6 +520,7 @@ impl RawConfig {
                     "mapping",
                     "rst_on_idle_timeout",
                     "mapping_log",
+                    "dns64",
                 ],
             )
             .into_iter()
@@ -529,6 +535,9 @@ impl RawConfig {
                 mapping: table.string(sink, "mapping"),
                 rst_on_idle_timeout: table.boolean(sink, "rst_on_idle_timeout"),
                 mapping_log: table.string(sink, "mapping_log"),
+                dns64: table
+                    .table(sink, "dns64", &dns64::KEYS)
+                    .map(|dns64| dns64::RawDns64::read(&dns64, sink)),
             })
             .collect();
         let egress_only_internet_gateways = root
@@ -1149,6 +1158,7 @@ fn validate_nat_gateways(
     sink: &mut Sink,
 ) -> Vec<NatGateway> {
     let mut nat_gateways = Vec::new();
+    let mut dns64_listen_addresses = dns64::ListenAddresses::new();
     for (index, nat) in raw.into_iter().enumerate() {
         if let Some(id) = &nat.id {
             check_gateway_id(sink, id, "nat-", "a NAT gateway");
@@ -1177,6 +1187,7 @@ fn validate_nat_gateways(
             .port_range
             .and_then(|text| parse_port_range(sink, &text))
             .unwrap_or(DEFAULT_NAT_PORT_RANGE);
+        let has_nat64_prefix = nat.nat64_prefix.is_some();
         let nat64_prefix = nat
             .nat64_prefix
             .and_then(|text| check_nat64_prefix(sink, &text));
@@ -1200,6 +1211,15 @@ fn validate_nat_gateways(
                 UdpZeroChecksum::Compute
             }
         };
+        let dns64 = nat.dns64.map(|raw| {
+            dns64::validate_dns64(
+                raw,
+                has_nat64_prefix,
+                vpc,
+                &mut dns64_listen_addresses,
+                sink,
+            )
+        });
         let mapping = match nat.mapping.as_ref().map(|text| text.value.as_str()) {
             None | Some("endpoint-independent") => NatMappingMode::EndpointIndependent,
             Some("endpoint-dependent") => NatMappingMode::EndpointDependent,
@@ -1236,6 +1256,7 @@ fn validate_nat_gateways(
             mapping,
             rst_on_idle_timeout: nat.rst_on_idle_timeout.is_some_and(|flag| flag.value),
             mapping_log,
+            dns64,
         });
     }
     nat_gateways
@@ -1697,7 +1718,7 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
     }
 
     /// `BASE` with more text at the end.
-    fn plus(extra: &str) -> String {
+    pub(super) fn plus(extra: &str) -> String {
         format!("{BASE}{extra}")
     }
 
@@ -1709,7 +1730,7 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
         text[..at].matches('\n').count() + 1
     }
 
-    fn problems(text: &str) -> Vec<Problem> {
+    pub(super) fn problems(text: &str) -> Vec<Problem> {
         match Config::parse(text, "test.toml") {
             Ok(config) => panic!("expected problems, the config is valid: {config:#?}"),
             Err(error) => {
@@ -1723,7 +1744,7 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
     /// Asserts that `text` has exactly one problem, at the line of `line_needle`, on `field`, with
     /// a message containing `message`.
     #[track_caller]
-    fn assert_problem(text: &str, line_needle: &str, field: &str, message: &str) {
+    pub(super) fn assert_problem(text: &str, line_needle: &str, field: &str, message: &str) {
         let found = problems(text);
         let expected_line = line_of(text, line_needle);
         assert!(
@@ -1875,6 +1896,18 @@ elastic_ips = [{ private = "10.0.1.10", public = "203.0.113.10" }]
                 mapping: NatMappingMode::EndpointIndependent,
                 rst_on_idle_timeout: false,
                 mapping_log: None,
+                dns64: Some(Dns64Config {
+                    listen: vec![
+                        "10.0.1.2:53".parse().unwrap(),
+                        "[2001:db8:1000:1::2]:53".parse().unwrap()
+                    ],
+                    upstream: vec![
+                        "198.51.100.53:53".parse().unwrap(),
+                        "[2001:db8:ffff::53]:53".parse().unwrap()
+                    ],
+                    exclude_aaaa: vec!["::ffff:0:0/96".parse().unwrap()],
+                    timeout: Duration::from_millis(2000),
+                }),
             }
         );
         assert_eq!(config.egress_only_internet_gateways[0].id, "eigw-main");

@@ -25,6 +25,9 @@ pub struct StatsReply {
     /// The NAT gateway metrics under AWS's CloudWatch names (all NAT gateways together).
     #[serde(default)]
     pub nat: Vec<(String, u64)>,
+    /// The DNS64 resolvers' counters (all NAT gateways together); `None` when none runs.
+    #[serde(default)]
+    pub dns64: Option<crate::dns64::Dns64Stats>,
 }
 
 /// The AWS NAT gateway metrics from the counters, the live session count and the idle timeouts.

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod dns64;
 pub mod flowlog;
 pub mod flowlog_task;
 

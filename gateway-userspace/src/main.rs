@@ -16,11 +16,13 @@ use gateway::{
     control::{self, ConntrackRow, StatsReply},
     dataplane::timeouts_of,
     dataplane::{Dataplane, MapPlan, ifindex_of},
+    dns64::{Dns64Counters, Dns64Service},
     flowlog_task::{self, FlowLogger, monotonic_coarse_ns},
 };
 use gateway_common::{
     Counter,
-    conntrack::{ConnEntry, ConnKey, Timeouts},
+    conntrack::{ConnEntry, ConnKey, Timeouts, kind},
+    maps::family,
 };
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
@@ -187,6 +189,12 @@ fn stats(socket: &std::path::Path, json: bool, all: bool) -> anyhow::Result<()> 
             println!("  {name:<32} {value:>14}");
         }
     }
+    if let Some(dns64) = &reply.dns64 {
+        println!("DNS64:");
+        for (name, value, help) in dns64.rows() {
+            println!("  {name:<32} {value:>14}  {help}");
+        }
+    }
     Ok(())
 }
 
@@ -251,6 +259,10 @@ async fn run(path: PathBuf, mode: XdpMode) -> anyhow::Result<()> {
     let config = Config::from_file(&path)?;
     let plan = MapPlan::new(&config, ifindex_of)
         .with_context(|| format!("{}: interfaces", path.display()))?;
+    // Bound before anything is loaded: an address that cannot be bound stops the start with
+    // nothing changed.
+    let dns64 = Dns64Service::start(&config).await?;
+    let dns64_counters = dns64.as_ref().map(Dns64Service::counters);
     let mut dataplane = Dataplane::load()?;
     dataplane.apply(&plan)?;
     dataplane.attach(&plan, mode)?;
@@ -316,8 +328,11 @@ async fn run(path: PathBuf, mode: XdpMode) -> anyhow::Result<()> {
                 };
                 let dataplane = Arc::clone(&dataplane);
                 let idle_timeouts = Arc::clone(&idle_timeouts);
+                let dns64_counters = dns64_counters.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = serve(stream, dataplane, started, idle_timeouts).await {
+                    let result =
+                        serve(stream, dataplane, started, idle_timeouts, dns64_counters).await;
+                    if let Err(error) = result {
                         warn!(error = %format!("{error:#}"), "control request failed");
                     }
                 });
@@ -326,6 +341,9 @@ async fn run(path: PathBuf, mode: XdpMode) -> anyhow::Result<()> {
     }
     info!("stopping");
     sweeper.abort();
+    if let Some(dns64) = dns64 {
+        dns64.shutdown().await;
+    }
     if let Some((logger, task)) = flow_logger {
         task.abort();
         let _ = task.await;
@@ -349,6 +367,7 @@ async fn serve(
     dataplane: Arc<Mutex<Dataplane>>,
     started: Instant,
     idle_timeouts: Arc<std::sync::atomic::AtomicU64>,
+    dns64: Option<Arc<Dns64Counters>>,
 ) -> anyhow::Result<()> {
     let (reader, mut writer) = stream.into_split();
     let mut line = String::new();
@@ -375,13 +394,13 @@ async fn serve(
             let now = monotonic_coarse_ns();
             let mut rows: Vec<ConntrackRow> = entries
                 .iter()
-                .filter(|(key, _)| key.kind != gateway_common::conntrack::kind::NAT44_IN)
+                .filter(|(key, _)| key.kind != kind::NAT44_IN)
                 .filter(|(key, entry)| {
                     filter.is_none_or(|address| {
-                        (key.kind == gateway_common::conntrack::kind::NAT44_OUT
-                            && address_of(key.family, &entry.translated_addr) == address)
+                        (is_nat_session(key)
+                            && address_of(family::IPV4, &entry.translated_addr) == address)
                             || address_of(key.family, &key.inside_addr) == address
-                            || address_of(key.family, &key.remote_addr) == address
+                            || address_of(remote_family(key), &key.remote_addr) == address
                     })
                 })
                 .map(|(key, entry)| conntrack_row(key, entry, now))
@@ -399,7 +418,7 @@ async fn serve(
                 .conntrack()?
                 .iter()
                 .filter(|(key, entry)| {
-                    key.kind == gateway_common::conntrack::kind::NAT44_OUT
+                    is_nat_session(key)
                         && !gateway::dataplane::is_expired(&timeouts, key, entry, now)
                 })
                 .count() as u64;
@@ -415,6 +434,7 @@ async fn serve(
                     active,
                     idle_timeouts.load(std::sync::atomic::Ordering::Relaxed),
                 ),
+                dns64: dns64.map(|counters| counters.snapshot()),
             };
             serde_json::to_string(&reply)?
         }
@@ -515,6 +535,21 @@ fn write_mapping_log(
     Ok(())
 }
 
+/// The OUT half of a NAT44 or NAT64 session (the one `gateway conntrack` shows).
+fn is_nat_session(key: &ConnKey) -> bool {
+    key.kind == kind::NAT44_OUT || key.kind == kind::NAT64_OUT
+}
+
+/// The family of a key's remote address: IPv4 for NAT64 sessions (the IPv6 client talks to an
+/// IPv4 host), the key's own otherwise.
+fn remote_family(key: &ConnKey) -> u8 {
+    if key.kind == kind::NAT64_OUT {
+        family::IPV4
+    } else {
+        key.family
+    }
+}
+
 fn address_of(family: u8, bytes: &[u8; 16]) -> IpAddr {
     if family == gateway_common::maps::family::IPV4 {
         IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
@@ -532,22 +567,23 @@ fn conntrack_row(key: &ConnKey, entry: &ConnEntry, now: u64) -> ConntrackRow {
         other => other.to_string(),
     };
     let gateway = match key.kind {
-        gateway_common::conntrack::kind::EGRESS_ONLY => "egress-only",
-        gateway_common::conntrack::kind::NAT44_OUT => "nat",
-        gateway_common::conntrack::kind::NAT44_IN => "nat-in",
+        kind::EGRESS_ONLY => "egress-only",
+        kind::NAT44_OUT => "nat",
+        kind::NAT44_IN => "nat-in",
+        kind::NAT64_OUT => "nat64",
         _ => "unknown",
     };
-    let endpoint = |bytes: &[u8; 16], port: u16| match address_of(key.family, bytes) {
+    let endpoint = |family: u8, bytes: &[u8; 16], port: u16| match address_of(family, bytes) {
         IpAddr::V4(address) => format!("{address}:{port}"),
         IpAddr::V6(address) => format!("[{address}]:{port}"),
     };
     ConntrackRow {
         protocol,
         gateway: gateway.to_string(),
-        public: (key.kind == gateway_common::conntrack::kind::NAT44_OUT)
-            .then(|| endpoint(&entry.translated_addr, entry.translated_port)),
-        inside: endpoint(&key.inside_addr, key.inside_port),
-        remote: endpoint(&key.remote_addr, key.remote_port),
+        public: is_nat_session(key)
+            .then(|| endpoint(family::IPV4, &entry.translated_addr, entry.translated_port)),
+        inside: endpoint(key.family, &key.inside_addr, key.inside_port),
+        remote: endpoint(remote_family(key), &key.remote_addr, key.remote_port),
         state: gateway_common::conntrack::state::name(entry.state).to_string(),
         age_seconds: now.saturating_sub(entry.created_ns) / 1_000_000_000,
         idle_seconds: now.saturating_sub(entry.last_seen_ns) / 1_000_000_000,

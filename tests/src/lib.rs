@@ -8,6 +8,7 @@
 //! - [`traffic`]: ping, content-verified TCP transfers, UDP echo, traceroute.
 //! - [`Capture`]: tcpdump, to see which addresses really crossed an interface.
 //! - [`flowlog`]: parsing the flow-log records back.
+//! - [`dns`]: an authoritative DNS server for `example.` (the DNS64 tests' upstream) and a client.
 //!
 //! Everything needs root (namespaces, veths, XDP).
 //!
@@ -18,6 +19,7 @@
 //!   topology problem from a dataplane one (tests of counters and flow logs then fail).
 
 pub mod capture;
+pub mod dns;
 pub mod flowlog;
 pub mod gateway;
 pub mod netns;
