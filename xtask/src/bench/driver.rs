@@ -670,7 +670,7 @@ impl Bench {
         }
     }
 
-    fn gateway_counters(&mut self) -> anyhow::Result<BTreeMap<String, u64>> {
+    pub fn gateway_counters(&mut self) -> anyhow::Result<BTreeMap<String, u64>> {
         Ok(self
             .gateway()?
             .dataplane
@@ -974,6 +974,34 @@ impl Bench {
             }
             Ok(total.as_nanos() as f64 / f64::from(calls))
         })
+    }
+
+    /// Runs the gateway's program once on `frame` arriving on `ingress` (in the gateway
+    /// namespace), checks the verdict, and returns the frame as the program left it (translations
+    /// change its size). A wrong verdict is reported with the counters that the run moved, which
+    /// say why.
+    pub fn run_gateway_once(
+        &mut self,
+        frame: &[u8],
+        ingress: u32,
+        verdict: u32,
+    ) -> anyhow::Result<Vec<u8>> {
+        let before = self.gateway_counters()?;
+        let result = self.with_gateway_program(|bench, gateway| {
+            bench.run_once(gateway, frame, ingress, verdict)
+        });
+        if result.is_err() {
+            let moved: BTreeMap<String, u64> = self
+                .gateway_counters()?
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    let delta = value - before.get(&name).copied().unwrap_or(0);
+                    (delta > 0).then_some((name, delta))
+                })
+                .collect();
+            return result.with_context(|| format!("gateway counters moved: {moved:?}"));
+        }
+        result
     }
 
     /// Runs `program` once on `frame` arriving on `ingress` (in the gateway namespace), checks

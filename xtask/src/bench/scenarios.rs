@@ -471,7 +471,7 @@ fn nat64_paths(bench: &mut Bench, udp_v6: &FrameSpec) -> anyhow::Result<Vec<Time
     };
     let request = client.frame(0);
     let translated = bench
-        .with_gateway_program(|bench, gateway| bench.run_once(gateway, &request, vpc, XDP_REDIRECT))
+        .run_gateway_once(&request, vpc, XDP_REDIRECT)
         .context("S5 NAT64 outbound")?;
     let out = frame::check_nat64(&request, &translated, topology::NAT64_PREFIX)
         .map_err(|reason| anyhow::anyhow!("S5 NAT64 outbound: {reason}"))?;
@@ -502,7 +502,7 @@ fn nat64_paths(bench: &mut Bench, udp_v6: &FrameSpec) -> anyhow::Result<Vec<Time
         topology::SINK_MAC,
     );
     let back = bench
-        .with_gateway_program(|bench, gateway| bench.run_once(gateway, &reply, inet, XDP_REDIRECT))
+        .run_gateway_once(&reply, inet, XDP_REDIRECT)
         .context("S5 NAT64 reply")?;
     let into = frame::check_nat64(&reply, &back, topology::NAT64_PREFIX)
         .map_err(|reason| anyhow::anyhow!("S5 NAT64 reply: {reason}"))?;
