@@ -310,7 +310,7 @@ fn classify_outbound(
     work.rst = 0;
     work.in_inserted = 0;
     work.tcp_flags = 0;
-    let transport: *const [u8; 14] = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedIpv6)?;
+    let transport: *const [u8; 8] = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedIpv6)?;
     // SAFETY: bounds-checked above (14 bytes cover ports, TCP flags and an ICMP echo header;
     // shorter transport headers are caught by the length checks below).
     let t = unsafe { *transport };
@@ -322,7 +322,9 @@ fn classify_outbound(
             work.protocol = IPPROTO_TCP;
             work.sport = u16::from_be_bytes([t[0], t[1]]);
             work.dport = u16::from_be_bytes([t[2], t[3]]);
-            work.tcp_flags = t[13];
+            let flags: *const u8 = ptr_at(ctx, l4 + 13).ok_or(Counter::DropTruncatedTcp)?;
+            // SAFETY: bounds-checked above.
+            work.tcp_flags = unsafe { *flags };
             Ok(QUERY)
         }
         IPPROTO_UDP => {
