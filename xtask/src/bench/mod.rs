@@ -344,9 +344,13 @@ fn run_in_process(options: Options) -> anyhow::Result<()> {
              trial), fwd_limit the IPv6 frames as sent. TAYGA {version}: stateless NAT64 on a TUN \
              device in the gateway namespace, dynamic pool {pool} (one address per instance), \
              nftables `snat ip to` the NAT gateway's 8 public IPs for the pool, Linux forwarding; \
-             TAYGA runs in the foreground, pinned to the gateway's CPU{pinned}, where it shares the \
-             CPU with the kernel receiving the offered load and dropping what TAYGA's TUN queue \
-             cannot take (its CPU share is in the cost table). Flows are primed as in S1; they \
+             TAYGA runs in the foreground, pinned to the gateway's CPU{pinned} with the same priority \
+             as the gateway's receive thread. That thread, busy with the generator's overload, \
+             keeps taking frames that TAYGA's TUN queue then drops, and TAYGA, which sleeps and \
+             wakes per packet, gets only part of the CPU (receive livelock): its rate falls as the \
+             offered rate rises. The cost table gives TAYGA's CPU time per translated packet \
+             (its translation plus the kernel forwarding what it writes back) and its share of \
+             the CPU; 10^9 / that time is what TAYGA could reach with a CPU to itself. Flows are primed as in S1; they \
              spread over {clients} instances, then ports (TAYGA's dynamic pool cannot take S1's \
              64k instances: it finds a free address by walking a list); S6 stops at 64k flows as \
              S1 does.",
