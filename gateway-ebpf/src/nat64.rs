@@ -336,9 +336,10 @@ fn classify_outbound(
     work.in_inserted = 0;
     work.tcp_flags = 0;
     work.icmp_error = 0;
-    let transport: *const [u8; 14] = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedIpv6)?;
-    // SAFETY: bounds-checked above (14 bytes cover ports, TCP flags and an ICMP echo header;
-    // shorter transport headers are caught by the length checks below).
+    // Every transport header has 8 bytes (a minimal UDP datagram has no more); the TCP flags
+    // are read on their own.
+    let transport: *const [u8; 8] = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedIpv6)?;
+    // SAFETY: bounds-checked above.
     let t = unsafe { *transport };
     match protocol {
         IPPROTO_TCP => {
@@ -348,7 +349,9 @@ fn classify_outbound(
             work.protocol = IPPROTO_TCP;
             work.sport = u16::from_be_bytes([t[0], t[1]]);
             work.dport = u16::from_be_bytes([t[2], t[3]]);
-            work.tcp_flags = t[13];
+            let flags: *const u8 = ptr_at(ctx, l4 + 13).ok_or(Counter::DropTruncatedTcp)?;
+            // SAFETY: bounds-checked above.
+            work.tcp_flags = unsafe { *flags };
             Ok(())
         }
         IPPROTO_UDP => {
