@@ -125,10 +125,10 @@ counters! {
     Nat64IcmpErrorTranslatedInbound => "nat64_icmp_error_translated_inbound", "ICMPv4 error about a NAT64 session translated to ICMPv6 for the client, quoted packet included (RFC 7915 s4.2)";
     Nat64IcmpErrorTranslatedOutbound => "nat64_icmp_error_translated_outbound", "ICMPv6 error from a client about a NAT64 session's reply translated to ICMPv4 (RFC 7915 s5.2)";
     Nat64UdpChecksumComputed => "nat64_udp_checksum_computed", "IPv4 UDP datagrams without a checksum given one on their way to IPv6 (nat64_udp_zero_checksum = compute)";
-    DropNat64UdpZeroChecksum => "drop_nat64_udp_zero_checksum", "IPv4 UDP without a checksum towards a NAT64 client, dropped (nat64_udp_zero_checksum = drop, or too long to checksum here)";
+    DropNat64UdpZeroChecksum => "drop_nat64_udp_zero_checksum", "IPv4 UDP without a checksum towards a NAT64 client, dropped (nat64_udp_zero_checksum = drop, fragmented, or too long to checksum here)";
     DropNat64NotInPrefix => "drop_nat64_not_in_prefix", "IPv6 routed to a NAT gateway but outside its NAT64 prefix";
     DropNat64NonGlobal => "drop_nat64_non_global", "NAT64 with the well-known prefix 64:ff9b::/96 and a non-global IPv4 address (RFC 6052 s3.1)";
-    DropNat64Fragment => "drop_nat64_fragment", "fragmented packet through NAT64 (IPv6 Fragment header or IPv4 MF/offset): not translated (see README)";
+    DropNat64Fragment => "drop_nat64_fragment", "fragment through NAT64 that is not translated: ICMP/ICMPv6 (RFC 7915), a first fragment without its whole transport header, extension headers after the Fragment header, or a hairpinned fragment (see README)";
     DropNat64SourceRoute => "drop_nat64_source_route", "IPv4 with an unexpired source route option towards a NAT64 client (RFC 7915 s4.1)";
     DropNat64RoutingHeader => "drop_nat64_routing_header", "IPv6 with a Routing header with segments left through NAT64 (RFC 7915 s5.1)";
     DropNat64ExtensionHeaders => "drop_nat64_extension_headers", "IPv6 through NAT64 with more or longer extension headers than the dataplane walks, or ESP/AH";
@@ -136,6 +136,8 @@ counters! {
     DropNat64HeadAdjust => "drop_nat64_head_adjust", "the frame's headroom could not be resized to the other family's header";
     DropTailCall => "drop_tail_call", "a cold path's tail-called program is missing (not loaded by the controller) or was handed a packet it cannot parse";
     DropNat64HairpinFromIpv4 => "drop_nat64_hairpin_from_ipv4", "IPv4 from inside to a public endpoint held by a NAT64 session (only IPv6 clients hairpin through NAT64)";
+    Nat64FragmentTranslated => "nat64_fragment_translated", "fragment translated through NAT64, either way, identification, offset and more-fragments flag carried over (RFC 7915 s4.1, s5.1; also counted under its forward_nat64_* counter)";
+    DropNat64FragmentOutOfOrder => "drop_nat64_fragment_out_of_order", "later IPv6 fragment from a NAT64 client arriving before the first fragment of its packet (no ports to translate with; see README)";
 }
 
 /// Number of counters; the size of the `COUNTERS` map.

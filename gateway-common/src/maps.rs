@@ -22,6 +22,8 @@ pub mod names {
     pub const NAT_PUBLIC_IPS: &str = "NAT_PUBLIC_IPS";
     pub const NAT_MAPPINGS: &str = "NAT_MAPPINGS";
     pub const NAT_FRAGMENTS: &str = "NAT_FRAGMENTS";
+    pub const NAT64_FRAGMENTS_OUT: &str = "NAT64_FRAGMENTS_OUT";
+    pub const NAT64_FRAGMENTS_IN: &str = "NAT64_FRAGMENTS_IN";
     pub const TAIL_PROGRAMS: &str = "TAIL_PROGRAMS";
 }
 
@@ -33,8 +35,19 @@ pub mod tail {
     pub const NAT64_ICMP_ERROR_INBOUND: u32 = 0;
     /// An ICMPv6 error from a NAT64 client, translated to ICMPv4 (RFC 7915 s5.2).
     pub const NAT64_ICMP_ERROR_OUTBOUND: u32 = 1;
+    /// An IPv6 fragment from a NAT64 client, translated to an IPv4 fragment (RFC 7915 s5.1).
+    pub const NAT64_FRAGMENT_OUTBOUND: u32 = 2;
+    /// An IPv4 fragment of a reply to a NAT64 session, translated to an IPv6 fragment (RFC 7915
+    /// s4.1): a first fragment whose session `gateway` found, or a later fragment NAT44 does
+    /// not know.
+    pub const NAT64_FRAGMENT_INBOUND: u32 = 3;
     /// Program names, by slot.
-    pub const PROGRAMS: [&str; 2] = ["nat64_icmp_error_in", "nat64_icmp_error_out"];
+    pub const PROGRAMS: [&str; 4] = [
+        "nat64_icmp_error_in",
+        "nat64_icmp_error_out",
+        "nat64_fragment_out",
+        "nat64_fragment_in",
+    ];
 }
 
 /// Name of the XDP entry program in the object.

@@ -135,6 +135,36 @@ pub mod fragment_field {
     pub const DESTINATION: u8 = 2;
 }
 
+/// Key of `NAT64_FRAGMENTS_OUT` (an LRU, like `NAT_FRAGMENTS`): an IPv6 client's fragment train
+/// as it arrives (RFC 8200 s4.5: source, destination and the 32-bit identification).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Nat64FragmentKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub id: [u8; 4],
+}
+
+/// Value of `NAT64_FRAGMENTS_OUT`: the IPv4 addresses the first fragment of the train left with
+/// (the session's public address, the destination extracted from the NAT64 prefix).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Nat64FragmentOut {
+    pub public: [u8; 4],
+    pub remote: [u8; 4],
+}
+
+/// Value of `NAT64_FRAGMENTS_IN`, keyed by the IPv4 train as it arrives ([`FragmentKey`]): the
+/// IPv6 addresses the first fragment was translated to and the client's subnet (flow logs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Nat64FragmentIn {
+    /// The IPv4 source embedded in the NAT64 prefix.
+    pub remote6: [u8; 16],
+    pub client: [u8; 16],
+    pub subnet_index: u32,
+}
+
 /// The public IP a private address tries first (RFC 4787 REQ-2, paired pooling: one private host
 /// keeps one public address while it has free ports there).
 #[inline(always)]
@@ -167,6 +197,9 @@ const _: () = assert!(core::mem::size_of::<NatMappingKey>() == 24);
 const _: () = assert!(core::mem::size_of::<NatMapping>() == 40);
 const _: () = assert!(core::mem::size_of::<FragmentKey>() == 12);
 const _: () = assert!(core::mem::size_of::<FragmentTranslation>() == 8);
+const _: () = assert!(core::mem::size_of::<Nat64FragmentKey>() == 36);
+const _: () = assert!(core::mem::size_of::<Nat64FragmentOut>() == 8);
+const _: () = assert!(core::mem::size_of::<Nat64FragmentIn>() == 36);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -178,6 +211,9 @@ mod pod {
     unsafe impl aya::Pod for NatMapping {}
     unsafe impl aya::Pod for FragmentKey {}
     unsafe impl aya::Pod for FragmentTranslation {}
+    unsafe impl aya::Pod for Nat64FragmentKey {}
+    unsafe impl aya::Pod for Nat64FragmentOut {}
+    unsafe impl aya::Pod for Nat64FragmentIn {}
 }
 
 #[cfg(test)]

@@ -24,6 +24,11 @@ mod maps;
 )]
 mod nat44;
 mod nat64;
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "map keys and values are passed by reference to the per-CPU work area: by value they would be copied onto the 512-byte stack"
+)]
+mod nat64_fragment;
 mod parsing;
 mod routing;
 
@@ -92,6 +97,51 @@ pub fn nat64_icmp_error_out(ctx: XdpContext) -> u32 {
         return counters::drop(Counter::DropTailCall);
     };
     nat64::icmp_error_outbound(&ctx, &packet, ingress, work)
+}
+
+/// IPv6 fragment from a NAT64 client, from [`gateway`] (the gateway in the work area).
+#[xdp]
+pub fn nat64_fragment_out(ctx: XdpContext) -> u32 {
+    let ingress = ctx.ingress_ifindex() as u32;
+    let Ok(link) = parsing::parse_link(&ctx) else {
+        return counters::drop(Counter::DropTailCall);
+    };
+    let mut packet = parsing::Ipv6Packet::default();
+    if link.ether_type != parsing::ETH_P_IPV6
+        || !matches!(
+            parsing::parse_ipv6(&ctx, link.l3, link.vlan_tagged, &mut packet),
+            Ok(parsing::Parsed::Packet)
+        )
+    {
+        return counters::drop(Counter::DropTailCall);
+    }
+    let Some(work) = nat44::work() else {
+        return counters::drop(Counter::DropTailCall);
+    };
+    nat64_fragment::outbound(&ctx, &mut packet, ingress, work)
+}
+
+/// IPv4 fragment to a NAT gateway's public address, from [`gateway`]: a first fragment of a
+/// NAT64 session (found, in the work area) or a later fragment NAT44 does not know.
+#[xdp]
+pub fn nat64_fragment_in(ctx: XdpContext) -> u32 {
+    let ingress = ctx.ingress_ifindex() as u32;
+    let Ok(link) = parsing::parse_link(&ctx) else {
+        return counters::drop(Counter::DropTailCall);
+    };
+    let mut packet = parsing::Ipv4Packet::default();
+    if link.ether_type != parsing::ETH_P_IPV4
+        || !matches!(
+            parsing::parse_ipv4(&ctx, link.l3, link.vlan_tagged, &mut packet),
+            Ok(parsing::Parsed::Packet)
+        )
+    {
+        return counters::drop(Counter::DropTailCall);
+    }
+    let Some(work) = nat44::work() else {
+        return counters::drop(Counter::DropTailCall);
+    };
+    nat64_fragment::inbound(&ctx, &packet, ingress, work)
 }
 
 #[inline(always)]

@@ -17,7 +17,8 @@ use gateway_common::{
     },
     nat::{
         FragmentKey, FragmentTranslation, MAX_NAT_FRAGMENTS, MAX_NAT_GATEWAYS, MAX_NAT_MAPPINGS,
-        NatGatewayInfo, NatMapping, NatMappingKey,
+        Nat64FragmentIn, Nat64FragmentKey, Nat64FragmentOut, NatGatewayInfo, NatMapping,
+        NatMappingKey,
     },
 };
 
@@ -25,7 +26,7 @@ use crate::nat44::NatWork;
 
 /// The tail-called programs (see `gateway_common::maps::tail`), filled by the controller.
 #[map(name = "TAIL_PROGRAMS")]
-pub static TAIL_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(2, 0);
+pub static TAIL_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(4, 0);
 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
@@ -99,6 +100,16 @@ pub static NAT_MAPPINGS: HashMap<NatMappingKey, NatMapping> =
 /// evicted entry only costs the rest of one fragmented packet.
 #[map(name = "NAT_FRAGMENTS")]
 pub static NAT_FRAGMENTS: LruHashMap<FragmentKey, FragmentTranslation> =
+    LruHashMap::with_max_entries(MAX_NAT_FRAGMENTS, 0);
+
+/// NAT64 first fragments' translations, for the later fragments of the same packet (LRUs, like
+/// `NAT_FRAGMENTS`): an IPv6 client's train -> the IPv4 addresses it left with, and an IPv4
+/// train of a reply -> the IPv6 addresses it arrives with.
+#[map(name = "NAT64_FRAGMENTS_OUT")]
+pub static NAT64_FRAGMENTS_OUT: LruHashMap<Nat64FragmentKey, Nat64FragmentOut> =
+    LruHashMap::with_max_entries(MAX_NAT_FRAGMENTS, 0);
+#[map(name = "NAT64_FRAGMENTS_IN")]
+pub static NAT64_FRAGMENTS_IN: LruHashMap<FragmentKey, Nat64FragmentIn> =
     LruHashMap::with_max_entries(MAX_NAT_FRAGMENTS, 0);
 
 /// Per-CPU working space of the NAT paths: keys and entries too big for the BPF stack.

@@ -24,9 +24,9 @@ use gateway_common::{
     conntrack::{self as ct, ConnEntry, ConnKey, kind, state, tcp_flags},
     maps::{direction, family, tail, target},
     nat::{
-        FragmentKey, FragmentTranslation, MAX_PUBLIC_IPS, NatGatewayInfo, NatMapping,
-        NatMappingKey, PROBES_PER_IP, fragment_field, mapping, mapping_mode, port_candidate,
-        preferred_ip_index,
+        FragmentKey, FragmentTranslation, MAX_PUBLIC_IPS, Nat64FragmentIn, Nat64FragmentKey,
+        Nat64FragmentOut, NatGatewayInfo, NatMapping, NatMappingKey, PROBES_PER_IP, fragment_field,
+        mapping, mapping_mode, port_candidate, preferred_ip_index,
     },
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
@@ -154,6 +154,15 @@ pub struct NatWork {
     pub error_head: [u8; 88],
     pub option_at: u8,
     pub option_verdict: u8,
+    /// NAT64 fragments: the train's identification (IPv4: zero-extended), its offset and
+    /// more-fragments flag in the IPv6 layout (`offset << 3 | M`), and the sum of the words of
+    /// the addresses the transport checksum covered as the packet arrived.
+    pub frag_id: u32,
+    pub frag_field: u16,
+    pub frag_old_sum: u32,
+    pub frag6_key: Nat64FragmentKey,
+    pub frag6_out: Nat64FragmentOut,
+    pub frag64_in: Nat64FragmentIn,
 }
 
 /// The private endpoint's address as keys hold it, with its family and the OUT kind.
@@ -1192,6 +1201,11 @@ fn later_fragment(
     };
     // SAFETY: plain data copied out.
     let Some(translation) = (unsafe { NAT_FRAGMENTS.get(&work.frag_key) }).copied() else {
+        if dir == direction::INGRESS {
+            // Perhaps of a reply to a NAT64 session: the tail-called `nat64_fragment_in` looks
+            // in its own table (and drops it as out of order when it is not there either).
+            return crate::TAIL_CALL + tail::NAT64_FRAGMENT_INBOUND;
+        }
         return reject(
             packet,
             ingress,

@@ -45,17 +45,17 @@ use crate::{
     },
 };
 
-const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
-const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
-const IPV4_HEADER: usize = 20;
-const IPV6_HEADER: usize = 40;
+pub(crate) const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
+pub(crate) const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
+pub(crate) const IPV4_HEADER: usize = 20;
+pub(crate) const IPV6_HEADER: usize = 40;
 /// Ethernet + one 802.1Q tag.
-const MAX_LINK: usize = 18;
+pub(crate) const MAX_LINK: usize = 18;
 /// IPv6 extension headers walked before the transport header (Hop-by-Hop, Destination Options,
 /// Routing with no segments left); more is a counted drop.
 const MAX_EXTENSION_HEADERS: usize = 3;
 /// Bound on the transport header's offset behind extension headers, for the verifier.
-const MAX_NAT64_L4: usize = MAX_LINK + IPV6_HEADER + 256;
+pub(crate) const MAX_NAT64_L4: usize = MAX_LINK + IPV6_HEADER + 256;
 /// Longest run of bytes summed for a checksum computed from scratch (a UDP datagram without a
 /// checksum, a translated ICMP error): a standard Ethernet MTU.
 const MAX_SUMMED: usize = 1500;
@@ -66,7 +66,7 @@ const MAX_ICMPV4_ERROR: usize = 576;
 
 /// Sum of the 16-bit words of an IPv6 address.
 #[inline(always)]
-fn sum16(addr: &[u8; 16]) -> u32 {
+pub(crate) fn sum16(addr: &[u8; 16]) -> u32 {
     let mut sum = 0u32;
     let mut i = 0;
     while i < 16 {
@@ -78,21 +78,21 @@ fn sum16(addr: &[u8; 16]) -> u32 {
 
 /// Sum of the 16-bit words of an IPv4 address.
 #[inline(always)]
-fn sum4(addr: [u8; 4]) -> u32 {
+pub(crate) fn sum4(addr: [u8; 4]) -> u32 {
     u16::from_be_bytes([addr[0], addr[1]]) as u32 + u16::from_be_bytes([addr[2], addr[3]]) as u32
 }
 
 /// RFC 1624 eqn. 3 for a whole set of words at once: `old` and `new` are the one's complement
 /// sums of the words that left and the words that came in.
 #[inline(always)]
-fn replace_sum(check: u16, old: u32, new: u32) -> u16 {
+pub(crate) fn replace_sum(check: u16, old: u32, new: u32) -> u16 {
     let sum = (!check as u32 & 0xffff) + (!fold(old) as u32 & 0xffff) + fold(new) as u32;
     !fold(sum)
 }
 
 /// The prefix of the gateway in the work area.
 #[inline(always)]
-fn prefix_of(work: &NatWork) -> Nat64Prefix {
+pub(crate) fn prefix_of(work: &NatWork) -> Nat64Prefix {
     Nat64Prefix {
         addr: work.info.nat64_prefix,
         len: work.info.nat64_prefix_len,
@@ -101,7 +101,7 @@ fn prefix_of(work: &NatWork) -> Nat64Prefix {
 }
 
 /// Where [`embed_into`] writes.
-const INTO_REMOTE6: u32 = 0;
+pub(crate) const INTO_REMOTE6: u32 = 0;
 const INTO_QUOTED_REMOTE6: u32 = 1;
 const INTO_TRANSLATED_SRC: u32 = 2;
 
@@ -110,7 +110,7 @@ const INTO_TRANSLATED_SRC: u32 = 2;
 /// Out of line, like [`may_carry`]: the global-address test branches a dozen ways, and the
 /// verifier should follow those branches here, not each through the rest of the caller.
 #[inline(never)]
-fn embed_into(work: &mut NatWork, addr: u32, into: u32) -> u32 {
+pub(crate) fn embed_into(work: &mut NatWork, addr: u32, into: u32) -> u32 {
     let addr = addr.to_be_bytes();
     let prefix = prefix_of(work);
     if prefix.is_well_known() && !is_global_ipv4(addr) {
@@ -130,13 +130,18 @@ fn embed_into(work: &mut NatWork, addr: u32, into: u32) -> u32 {
 /// 1 when the gateway's prefix may carry `addr` (RFC 6052 s3.1), else 0. Out of line (see
 /// [`embed_into`]).
 #[inline(never)]
-fn may_carry(work: &NatWork, addr: u32) -> u32 {
+pub(crate) fn may_carry(work: &NatWork, addr: u32) -> u32 {
     let prefix = prefix_of(work);
     (!prefix.is_well_known() || is_global_ipv4(addr.to_be_bytes())) as u32
 }
 
 #[inline(always)]
-fn reject6(packet: &Ipv6Packet, ingress: u32, reason: Counter, subnet_index: u32) -> u32 {
+pub(crate) fn reject6(
+    packet: &Ipv6Packet,
+    ingress: u32,
+    reason: Counter,
+    subnet_index: u32,
+) -> u32 {
     flow::account_v6(
         packet,
         ingress,
@@ -146,7 +151,12 @@ fn reject6(packet: &Ipv6Packet, ingress: u32, reason: Counter, subnet_index: u32
 }
 
 #[inline(always)]
-fn reject4(packet: &Ipv4Packet, ingress: u32, reason: Counter, subnet_index: u32) -> u32 {
+pub(crate) fn reject4(
+    packet: &Ipv4Packet,
+    ingress: u32,
+    reason: Counter,
+    subnet_index: u32,
+) -> u32 {
     flow::account_v4(
         packet,
         ingress,
@@ -188,6 +198,10 @@ pub fn outbound(
     work.subnet_index = subnet_index;
     work.now = nat44::now();
     if let Err(reason) = classify_outbound(ctx, packet, work) {
+        if reason == Counter::DropNat64Fragment {
+            // Translated by the tail-called `nat64_fragment_out`, which parses it again.
+            return crate::TAIL_CALL + gateway_common::maps::tail::NAT64_FRAGMENT_OUTBOUND;
+        }
         return reject6(packet, ingress, reason, subnet_index);
     }
     if work.icmp_error != 0 {
@@ -242,7 +256,7 @@ pub fn outbound(
 /// The IPv4 packet `to_ipv4` writes: its addresses and ports (ICMP echo: the identifier as the
 /// source port).
 #[inline(always)]
-fn set_packet4(work: &mut NatWork, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) {
+pub(crate) fn set_packet4(work: &mut NatWork, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) {
     let protocol = work.protocol;
     let l3 = work.l3 as usize;
     let transport_length = work.transport_length;
@@ -266,7 +280,7 @@ fn set_packet4(work: &mut NatWork, src: [u8; 4], dst: [u8; 4], sport: u16, dport
 
 /// The IPv6 packet `to_ipv6` writes.
 #[inline(always)]
-fn set_packet6(work: &mut NatWork, sport: u16, dport: u16) {
+pub(crate) fn set_packet6(work: &mut NatWork, sport: u16, dport: u16) {
     let next_header = if work.protocol == IPPROTO_ICMP {
         IPPROTO_ICMPV6
     } else {
@@ -423,7 +437,7 @@ fn upper_layer(ctx: &XdpContext, l3: usize) -> Result<(u8, usize), Counter> {
 
 /// Copies the link header (Ethernet, and the 802.1Q tag when there is one) into the work area.
 #[inline(always)]
-fn save_link(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter> {
+pub(crate) fn save_link(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter> {
     let link: *const [u8; MAX_LINK] = ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEthernet)?;
     // SAFETY: bounds-checked above (every IP packet is longer than 18 bytes of link header).
     work.link = unsafe { *link };
@@ -432,7 +446,11 @@ fn save_link(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter> {
 
 /// Writes the saved link header at the (new) start of the frame with the other EtherType.
 #[inline(always)]
-fn restore_link(ctx: &XdpContext, work: &NatWork, ether_type: [u8; 2]) -> Result<(), Counter> {
+pub(crate) fn restore_link(
+    ctx: &XdpContext,
+    work: &NatWork,
+    ether_type: [u8; 2],
+) -> Result<(), Counter> {
     let mut link = work.link;
     if work.l3 == 14 {
         link[12] = ether_type[0];
@@ -578,7 +596,13 @@ fn to_ipv4(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter> {
 /// Updates the checksum at `at` of a TCP or UDP header whose covered words sum `old` before and
 /// `new` after. UDP over IPv4 keeps "no checksum" (0) and writes a computed 0 as 0xffff.
 #[inline(always)]
-fn rewrite_ports<const N: usize>(header: &mut [u8; N], at: usize, old: u32, new: u32, udp: bool) {
+pub(crate) fn rewrite_ports<const N: usize>(
+    header: &mut [u8; N],
+    at: usize,
+    old: u32,
+    new: u32,
+    udp: bool,
+) {
     if at + 2 > N {
         return;
     }
@@ -743,6 +767,11 @@ pub fn inbound(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, work: &mut N
     work.info = *info;
     let subnet_index = work.subnet_index;
     if let Err(reason) = classify_inbound(ctx, packet, work) {
+        if reason == Counter::DropNat64Fragment {
+            // A first fragment (MF): translated by the tail-called `nat64_fragment_in`, from the
+            // session in the work area.
+            return crate::TAIL_CALL + gateway_common::maps::tail::NAT64_FRAGMENT_INBOUND;
+        }
         return reject4(packet, ingress, reason, subnet_index);
     }
     let sport = if work.protocol == IPPROTO_ICMP {
@@ -820,7 +849,7 @@ fn classify_inbound(
 /// (RFC 7915 s4.1: such a packet is dropped; expired ones translate normally). The options are
 /// copied into the work area in 4-byte words (the IHL counts them) and walked there.
 #[inline(never)]
-fn unexpired_source_route(
+pub(crate) fn unexpired_source_route(
     ctx: &XdpContext,
     packet: &Ipv4Packet,
     work: &mut NatWork,
@@ -1039,7 +1068,7 @@ fn sum_bytes(ctx: &XdpContext, start: usize, length: usize) -> Option<u32> {
         native += chunk_sum::<4>(ctx, at)? as u64;
         left -= 4;
     }
-    let folded = fold(((native & 0xffff_ffff) + (native >> 32)) as u32 & 0xffff_ffff);
+    let folded = fold(((native & 0xffff_ffff) + (native >> 32)) as u32);
     let mut sum = folded.swap_bytes() as u32;
     // The last 1-3 bytes: read as the word that ends the run (the run is at least 8 bytes).
     if left != 0 {

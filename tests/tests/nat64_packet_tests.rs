@@ -375,8 +375,14 @@ fn checksum_offset(upper: &Upper, ipv6: bool) -> usize {
 
 /// Every checksum of an output frame, verified by etherparse independently of the expected
 /// frame: the IPv4 header, the transport (TCP, UDP, ICMP over the message, ICMPv6 over the
-/// pseudo-header and message) and, in an ICMPv4 error, the quoted IPv4 header.
+/// pseudo-header and message) and, in an ICMPv4 error, the quoted IPv4 header. A fragment's
+/// transport checksum covers the whole datagram: the fragment tests check it reassembled. An
+/// IPv6 fragment is not handed to etherparse at all, which reads the Fragment header in the IPv4
+/// layout (see [`Frag6`]).
 fn assert_checksums_valid(what: &str, frame: &[u8]) {
+    if frame.len() > 20 && frame[12..14] == [0x86, 0xdd] && frame[20] == 44 {
+        return;
+    }
     let sliced = SlicedPacket::from_ethernet(frame)
         .unwrap_or_else(|error| panic!("{what}: etherparse cannot parse the output: {error}"));
     match (&sliced.net, &sliced.transport) {
@@ -1134,29 +1140,103 @@ fn routing_header(next: IpNumber, segments_left: u8) -> Ipv6RoutingExtensions {
     }
 }
 
-/// An IPv6 packet with a Fragment header written by hand: etherparse 0.19 writes the M flag and
-/// offset in the IPv4 layout (JulianSchmid/etherparse#150); RFC 8200 s4.5 has `offset << 3 | M`.
-fn fragment6(
+/// The fields of an IPv6 fragment train. Its packets' Fragment header is written by hand:
+/// etherparse 0.19 writes the M flag and offset in the IPv4 layout (JulianSchmid/etherparse#150);
+/// RFC 8200 s4.5 has `offset << 3 | M`.
+#[derive(Clone, Copy)]
+struct Frag6 {
     src: [u8; 16],
     dst: [u8; 16],
-    (offset, more_fragments): (u16, bool),
-    body: &[u8],
-) -> Vec<u8> {
-    let mut packet = Ipv6Header {
-        payload_length: (8 + body.len()) as u16,
-        next_header: IpNumber::IPV6_FRAGMENTATION_HEADER,
-        hop_limit: 64,
-        source: src,
-        destination: dst,
-        ..Ipv6Header::default()
+    hop_limit: u8,
+    id: u32,
+    next: IpNumber,
+}
+
+impl Frag6 {
+    /// One fragment: `offset` in 8-byte units.
+    fn packet(&self, (offset, more_fragments): (u16, bool), body: &[u8]) -> Vec<u8> {
+        let mut packet = Ipv6Header {
+            payload_length: (8 + body.len()) as u16,
+            next_header: IpNumber::IPV6_FRAGMENTATION_HEADER,
+            hop_limit: self.hop_limit,
+            source: self.src,
+            destination: self.dst,
+            ..Ipv6Header::default()
+        }
+        .to_bytes()
+        .to_vec();
+        packet.extend_from_slice(&[self.next.0, 0]);
+        packet.extend_from_slice(&((offset << 3) | u16::from(more_fragments)).to_be_bytes());
+        packet.extend_from_slice(&self.id.to_be_bytes());
+        packet.extend_from_slice(body);
+        packet
     }
-    .to_bytes()
-    .to_vec();
-    packet.extend_from_slice(&[IpNumber::UDP.0, 0]);
-    packet.extend_from_slice(&((offset << 3) | u16::from(more_fragments)).to_be_bytes());
-    packet.extend_from_slice(&0x0bad_cafe_u32.to_be_bytes());
+}
+
+/// An IPv4 fragment: `ip` (its identification, MF and offset) around `body`, a piece of the
+/// datagram's transport bytes, with the header checksum computed.
+fn fragment4(ip: &Ip4, protocol: IpNumber, body: &[u8]) -> Vec<u8> {
+    let mut header = ip.header(protocol);
+    header.set_payload_len(body.len()).expect("fragment length");
+    header.header_checksum = header.calc_header_checksum();
+    let mut packet = header.to_bytes().to_vec();
     packet.extend_from_slice(body);
     packet
+}
+
+/// A UDP datagram's checksum verified over the reassembled datagram and its pseudo-header
+/// (RFC 768; RFC 8200 s8.1 for IPv6): the one's complement sum of it all must be 0xffff.
+fn assert_udp_checksum(what: &str, src: &[u8], dst: &[u8], udp: &[u8]) {
+    let sum = Sum16BitWords::new()
+        .add_slice(src)
+        .add_slice(dst)
+        .add_2bytes([0, IpNumber::UDP.0])
+        .add_2bytes((udp.len() as u16).to_be_bytes())
+        .add_slice(udp);
+    assert_ne!(
+        u16::from_be_bytes([udp[6], udp[7]]),
+        0,
+        "{what}: the UDP checksum is present"
+    );
+    assert_eq!(
+        sum.ones_complement(),
+        0,
+        "{what}: UDP checksum of the datagram"
+    );
+}
+
+/// The transport bytes of a train of untagged output frames put back together by offset, with
+/// each fragment's identification (as the frames carry it).
+fn reassemble(what: &str, frames: &[Vec<u8>]) -> (Vec<u8>, Vec<u32>) {
+    let mut pieces = Vec::new();
+    let mut ids = Vec::new();
+    for frame in frames {
+        let packet = &frame[14..];
+        let (offset, id, body) = if packet[0] >> 4 == 4 {
+            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+            let offset = usize::from(u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff) * 8;
+            let id = u32::from(u16::from_be_bytes([packet[4], packet[5]]));
+            (offset, id, &packet[ihl..total])
+        } else {
+            assert_eq!(
+                packet[6], 44,
+                "{what}: a Fragment header follows the IPv6 header"
+            );
+            let field = u16::from_be_bytes([packet[42], packet[43]]);
+            let id = u32::from_be_bytes([packet[44], packet[45], packet[46], packet[47]]);
+            (usize::from(field >> 3) * 8, id, &packet[48..])
+        };
+        pieces.push((offset, body.to_vec()));
+        ids.push(id);
+    }
+    pieces.sort();
+    let mut datagram = Vec::new();
+    for (offset, body) in pieces {
+        assert_eq!(offset, datagram.len(), "{what}: fragments leave no gap");
+        datagram.extend_from_slice(&body);
+    }
+    (datagram, ids)
 }
 
 #[test]
@@ -1204,24 +1284,26 @@ fn ipv6_extension_headers_are_skipped_and_removed_or_refused() {
         }),
         "drop_nat64_routing_header",
     );
-    // Fragments are not translated: a first fragment (with the UDP header) and a later one.
-    let udp = packet6(
+    // A Fragment header after them is translated (see the fragment tests); fragmented ICMPv6
+    // is not (RFC 7915 s5.2: its checksum covers the whole message and its length).
+    let echo = packet6(
         &ip6(CLIENT, nsp(REMOTE), 64),
-        Upper::Udp(5353, 53),
+        Upper::EchoRequest(4000),
         &[0xab; 32],
     );
+    let icmp_fragment = Frag6 {
+        next: IpNumber::IPV6_ICMP,
+        ..frag6_from_client(0x1234)
+    };
     for (what, offset_and_more, body) in [
-        ("IPv6 first fragment", (0, true), &udp[40..]),
-        ("IPv6 later fragment", (5, false), &[0xcd; 24][..]),
+        ("ICMPv6 first fragment", (0, true), &echo[40..]),
+        ("ICMPv6 later fragment", (5, false), &[0xcd; 24][..]),
     ] {
         expect_drop(
             &mut gw,
             what,
             Side::Vpc,
-            &eth6(
-                FROM_INSTANCE,
-                fragment6(CLIENT, nsp(REMOTE), offset_and_more, body),
-            ),
+            &eth6(FROM_INSTANCE, icmp_fragment.packet(offset_and_more, body)),
             "drop_nat64_fragment",
         );
     }
@@ -1269,8 +1351,181 @@ fn ipv6_extension_headers_are_skipped_and_removed_or_refused() {
     }
 }
 
+/// The client's fragment train to [`REMOTE`] through the NSP.
+fn frag6_from_client(id: u32) -> Frag6 {
+    Frag6 {
+        src: CLIENT,
+        dst: nsp(REMOTE),
+        hop_limit: 64,
+        id,
+        next: IpNumber::UDP,
+    }
+}
+
+/// A 72-byte UDP datagram (8 + 64) split in two: 32 bytes (offset 0, M), then 40 (offset 4).
+const FRAGMENTED_PAYLOAD: [u8; 64] = {
+    let mut payload = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        payload[i] = (i as u8).wrapping_mul(37) ^ 0x5a;
+        i += 1;
+    }
+    payload
+};
+const FIRST_PART: usize = 32;
+
 #[test]
-fn ipv4_fragments_from_the_internet_are_not_translated() {
+fn udp_fragmented_by_the_client_is_translated_fragment_by_fragment() {
+    let mut gw = nat64_gateway(NSP);
+    // The datagram as the client sent it, and as it must arrive reassembled at the remote.
+    let udp6 = packet6(
+        &ip6(CLIENT, nsp(REMOTE), 64),
+        Upper::Udp(5353, 53),
+        &FRAGMENTED_PAYLOAD,
+    )[40..]
+        .to_vec();
+    let udp4 = packet4(
+        &ip4(PUBLIC, REMOTE, 63),
+        Upper::Udp(5353, 53),
+        &FRAGMENTED_PAYLOAD,
+    )[20..]
+        .to_vec();
+    let train = frag6_from_client(0x0bad_cafe);
+    let first = eth6(FROM_INSTANCE, train.packet((0, true), &udp6[..FIRST_PART]));
+    let later = eth6(FROM_INSTANCE, train.packet((4, false), &udp6[FIRST_PART..]));
+    // A later fragment has no ports: before its first fragment nothing says where it goes.
+    send(
+        &mut gw,
+        "later fragment before the first",
+        Side::Vpc,
+        &later,
+        Verdict::Drop,
+        &[
+            ("drop_nat64_fragment_out_of_order", 1),
+            ("nat64_fragment_translated", 0),
+        ],
+    );
+    // RFC 7915 s5.1.1: identification = the low 16 bits of the IPv6 one, DF clear, MF = M, the
+    // offset copied; the UDP checksum (over the whole datagram) updated for the new
+    // pseudo-header.
+    let fragment_out = |more: bool, offset: u16, body: &[u8]| {
+        eth4(
+            TO_INTERNET,
+            fragment4(
+                &ip4(PUBLIC, REMOTE, 63).id(0xcafe).fragment(more, offset),
+                IpNumber::UDP,
+                body,
+            ),
+        )
+    };
+    let first_out = expect_frame(
+        &mut gw,
+        "first fragment",
+        Side::Vpc,
+        &first,
+        &fragment_out(true, 0, &udp4[..FIRST_PART]),
+        &[
+            ("forward_nat64_outbound", 1),
+            ("nat64_fragment_translated", 1),
+            ("nat_connection_attempt", 1),
+            ("nat_port_preserved", 1),
+            ("nat_packets_in_from_source", 1),
+            ("nat_packets_out_to_destination", 1),
+        ],
+    );
+    let later_out = expect_frame(
+        &mut gw,
+        "later fragment",
+        Side::Vpc,
+        &later,
+        &fragment_out(false, 4, &udp4[FIRST_PART..]),
+        &[
+            ("forward_nat64_outbound", 1),
+            ("nat64_fragment_translated", 1),
+            ("nat_connection_attempt", 0),
+        ],
+    );
+    let (datagram, ids) = reassemble("IPv4 fragments", &[later_out, first_out]);
+    assert_eq!(ids, [0xcafe, 0xcafe], "identifications");
+    assert_eq!(datagram, udp4, "reassembled datagram");
+    assert_udp_checksum("IPv4 reassembly", &PUBLIC, &REMOTE, &datagram);
+    // The reply of the session the first fragment made comes back.
+    expect_frame(
+        &mut gw,
+        "reply",
+        Side::Internet,
+        &udp_in(REMOTE, 53, 5353),
+        &udp_to_client(CLIENT, REMOTE, 53, 5353),
+        INBOUND,
+    );
+    // Another train of the same client is another packet: its later fragment is not known.
+    send(
+        &mut gw,
+        "later fragment of another train",
+        Side::Vpc,
+        &eth6(
+            FROM_INSTANCE,
+            frag6_from_client(0x0bad_0001).packet((4, false), &udp6[FIRST_PART..]),
+        ),
+        Verdict::Drop,
+        &[("drop_nat64_fragment_out_of_order", 1)],
+    );
+    // Hop limit 1: left to the kernel (Time Exceeded), as unfragmented packets.
+    let expiring = eth6(
+        FROM_INSTANCE,
+        Frag6 {
+            hop_limit: 1,
+            ..train
+        }
+        .packet((4, false), &udp6[FIRST_PART..]),
+    );
+    let output = send(
+        &mut gw,
+        "fragment with hop limit 1",
+        Side::Vpc,
+        &expiring,
+        Verdict::Pass,
+        &[("pass_ttl_expired", 1)],
+    );
+    assert_frame("fragment with hop limit 1", &expiring, &output);
+    // Extension headers before the Fragment header are skipped and removed, as without one:
+    // a Hop-by-Hop header with one PadN option.
+    let mut with_options = frag6_from_client(0x0bad_0002).packet((0, false), &udp6);
+    with_options[6] = IpNumber::IPV6_HEADER_HOP_BY_HOP.0;
+    with_options[4..6].copy_from_slice(&((8 + 8 + udp6.len()) as u16).to_be_bytes());
+    with_options.splice(
+        40..40,
+        [IpNumber::IPV6_FRAGMENTATION_HEADER.0, 0, 1, 4, 0, 0, 0, 0],
+    );
+    expect_frame(
+        &mut gw,
+        "Hop-by-Hop, then a whole datagram in one fragment (offset 0, M clear)",
+        Side::Vpc,
+        &eth6(FROM_INSTANCE, with_options),
+        &eth4(
+            TO_INTERNET,
+            fragment4(&ip4(PUBLIC, REMOTE, 63).id(0x0002), IpNumber::UDP, &udp4),
+        ),
+        &[
+            ("forward_nat64_outbound", 1),
+            ("nat64_fragment_translated", 1),
+        ],
+    );
+    // A first fragment too short for its transport header is not translated.
+    expect_drop(
+        &mut gw,
+        "first fragment without the whole UDP header",
+        Side::Vpc,
+        &eth6(
+            FROM_INSTANCE,
+            frag6_from_client(0x77).packet((0, true), &udp6[..4]),
+        ),
+        "drop_nat64_fragment",
+    );
+}
+
+#[test]
+fn udp_fragmented_in_ipv4_reaches_the_client_with_a_fragment_header() {
     let mut gw = nat64_gateway(NSP);
     send(
         &mut gw,
@@ -1280,42 +1535,143 @@ fn ipv4_fragments_from_the_internet_are_not_translated() {
         Verdict::Redirect,
         OUTBOUND,
     );
-    let first = eth4(
-        FROM_INTERNET,
-        packet4(
-            &ip4(REMOTE, PUBLIC, 64).fragment(true, 0),
-            Upper::Udp(53, 5353),
-            &[0xab; 32],
-        ),
-    );
+    let udp4 = packet4(
+        &ip4(REMOTE, PUBLIC, 64),
+        Upper::Udp(53, 5353),
+        &FRAGMENTED_PAYLOAD,
+    )[20..]
+        .to_vec();
+    let udp6 = packet6(
+        &ip6(nsp(REMOTE), CLIENT, 63),
+        Upper::Udp(53, 5353),
+        &FRAGMENTED_PAYLOAD,
+    )[40..]
+        .to_vec();
+    let fragment_in = |more: bool, offset: u16, body: &[u8]| {
+        eth4(
+            FROM_INTERNET,
+            fragment4(
+                &ip4(REMOTE, PUBLIC, 64).id(0xbeef).fragment(more, offset),
+                IpNumber::UDP,
+                body,
+            ),
+        )
+    };
+    let first = fragment_in(true, 0, &udp4[..FIRST_PART]);
+    let later = fragment_in(false, 4, &udp4[FIRST_PART..]);
+    // A later fragment has no ports: before its first nothing ties it to the session.
     expect_drop(
         &mut gw,
-        "first fragment (MF) of a reply",
+        "later fragment before the first",
+        Side::Internet,
+        &later,
+        "drop_nat_fragment_out_of_order",
+    );
+    // RFC 7915 s4.1.1: a Fragment header with the identification zero-extended, the offset and
+    // M copied; the hop limit is the TTL less one; the UDP checksum updated.
+    let to_client = Frag6 {
+        src: nsp(REMOTE),
+        dst: CLIENT,
+        hop_limit: 63,
+        id: 0xbeef,
+        next: IpNumber::UDP,
+    };
+    let first_out = expect_frame(
+        &mut gw,
+        "first fragment",
         Side::Internet,
         &first,
-        "drop_nat64_fragment",
+        &eth6(
+            TO_INSTANCE,
+            to_client.packet((0, true), &udp6[..FIRST_PART]),
+        ),
+        &[
+            ("forward_nat64_inbound", 1),
+            ("nat64_fragment_translated", 1),
+            ("nat_packets_in_from_destination", 1),
+            ("nat_packets_out_to_source", 1),
+        ],
     );
-    let mut later = packet4(
-        &ip4(REMOTE, PUBLIC, 64).fragment(false, 5),
-        Upper::Udp(53, 5353),
-        &[],
+    let later_out = expect_frame(
+        &mut gw,
+        "later fragment",
+        Side::Internet,
+        &later,
+        &eth6(
+            TO_INSTANCE,
+            to_client.packet((4, false), &udp6[FIRST_PART..]),
+        ),
+        &[
+            ("forward_nat64_inbound", 1),
+            ("nat64_fragment_translated", 1),
+        ],
     );
-    // A later fragment carries no UDP header: its body is raw bytes.
-    later.truncate(20);
-    later.extend_from_slice(&[0xcd; 24]);
-    later[2..4].copy_from_slice(&44u16.to_be_bytes());
-    let header = Ipv4HeaderSlice::from_slice(&later[..20])
-        .expect("fragment header")
-        .to_header();
-    later[10..12].copy_from_slice(&header.calc_header_checksum().to_be_bytes());
-    // A later fragment has no ports, so nothing ties it to the NAT64 session: without a first
-    // fragment on record it is dropped like any NAT44 one in that position.
+    let (datagram, ids) = reassemble("IPv6 fragments", &[first_out, later_out]);
+    assert_eq!(ids, [0xbeef, 0xbeef], "identifications");
+    assert_eq!(datagram, udp6, "reassembled datagram");
+    assert_udp_checksum("IPv6 reassembly", &nsp(REMOTE), &CLIENT, &datagram);
+    // A first fragment without a UDP checksum: none can be computed from a fragment
+    // (RFC 7915 s4.5), so it is dropped, and its later fragments with it.
+    let mut no_checksum = udp4.clone();
+    no_checksum[6..8].fill(0);
+    let train = |more: bool, offset: u16, body: &[u8]| {
+        eth4(
+            FROM_INTERNET,
+            fragment4(
+                &ip4(REMOTE, PUBLIC, 64).id(0xbef0).fragment(more, offset),
+                IpNumber::UDP,
+                body,
+            ),
+        )
+    };
     expect_drop(
         &mut gw,
-        "later fragment (offset 40) of a reply",
+        "first fragment without a UDP checksum",
         Side::Internet,
-        &eth4(FROM_INTERNET, later),
+        &train(true, 0, &no_checksum[..FIRST_PART]),
+        "drop_nat64_udp_zero_checksum",
+    );
+    expect_drop(
+        &mut gw,
+        "its later fragment",
+        Side::Internet,
+        &train(false, 4, &no_checksum[FIRST_PART..]),
         "drop_nat_fragment_out_of_order",
+    );
+    // Fragmented ICMP is not translated (RFC 7915 s4.2).
+    send(
+        &mut gw,
+        "echo request session",
+        Side::Vpc,
+        &eth6(
+            FROM_INSTANCE,
+            packet6(
+                &ip6(CLIENT, nsp(REMOTE), 64),
+                Upper::EchoRequest(4000),
+                PAYLOAD,
+            ),
+        ),
+        Verdict::Redirect,
+        OUTBOUND,
+    );
+    let echo = packet4(
+        &ip4(REMOTE, PUBLIC, 64),
+        Upper::EchoReply(4000),
+        &FRAGMENTED_PAYLOAD,
+    );
+    expect_drop(
+        &mut gw,
+        "first fragment of an echo reply",
+        Side::Internet,
+        &eth4(
+            FROM_INTERNET,
+            fragment4(
+                &ip4(REMOTE, PUBLIC, 64).id(0xbef1).fragment(true, 0),
+                IpNumber::ICMP,
+                &echo[20..20 + FIRST_PART],
+            ),
+        ),
+        "drop_nat64_fragment",
     );
     // The session is intact.
     expect_frame(
