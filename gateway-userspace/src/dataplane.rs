@@ -18,7 +18,7 @@ use gateway_common::{
     conntrack::{ConnEntry, ConnKey, Timeouts, kind},
     maps::{
         FlowKey, FlowStats, InterfaceInfo, RouteKeyV4, RouteKeyV6, RouteTarget, SubnetInfo,
-        XDP_PROGRAM, names, role, target,
+        XDP_PROGRAM, family, names, role, target,
     },
     nat::{
         MAX_NAT_GATEWAYS, MAX_PUBLIC_IPS, NatGatewayInfo, NatMapping, NatMappingKey, mapping,
@@ -448,7 +448,7 @@ impl Dataplane {
                     if key.kind == kind::NAT44_IN || is_expired(timeouts, key, &current, now) => {}
                 _ => continue,
             }
-            if key.kind == kind::NAT44_OUT {
+            if is_nat_out(key.kind) {
                 let in_key = nat_peer_key(key, entry);
                 if let Ok(peer) = table.get(&in_key, 0)
                     && peer.translated_addr == key.inside_addr
@@ -468,9 +468,7 @@ impl Dataplane {
         // Mappings still used by a session.
         let in_use: std::collections::HashSet<(u8, [u8; 16], u16, u8)> = snapshot
             .iter()
-            .filter(|(key, entry)| {
-                key.kind == kind::NAT44_OUT && !is_expired(timeouts, key, entry, now)
-            })
+            .filter(|(key, entry)| is_nat_out(key.kind) && !is_expired(timeouts, key, entry, now))
             .map(|(key, entry)| {
                 (
                     key.protocol,
@@ -528,16 +526,26 @@ pub struct Sweep {
     pub finished_nat_sessions: Vec<(ConnKey, ConnEntry)>,
 }
 
-/// The key of the other half of a NAT session.
+/// Whether `kind` is the OUT half of a NAT session (NAT44 or NAT64), which holds its state.
+pub fn is_nat_out(kind: u8) -> bool {
+    kind == kind::NAT44_OUT || kind == kind::NAT64_OUT
+}
+
+/// The key of the other half of a NAT session. The IN half is always IPv4 (the public side);
+/// the OUT half is IPv6 when the IN half's private side is (NAT64).
 pub fn nat_peer_key(key: &ConnKey, entry: &ConnEntry) -> ConnKey {
+    let (peer_kind, peer_family) = if is_nat_out(key.kind) {
+        (kind::NAT44_IN, family::IPV4)
+    } else if entry.translated_family == family::IPV6 {
+        (kind::NAT64_OUT, family::IPV6)
+    } else {
+        (kind::NAT44_OUT, family::IPV4)
+    };
     ConnKey {
         inside_addr: entry.translated_addr,
         inside_port: entry.translated_port,
-        kind: if key.kind == kind::NAT44_OUT {
-            kind::NAT44_IN
-        } else {
-            kind::NAT44_OUT
-        },
+        kind: peer_kind,
+        family: peer_family,
         ..*key
     }
 }

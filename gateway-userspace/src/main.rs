@@ -21,7 +21,8 @@ use gateway::{
 };
 use gateway_common::{
     Counter,
-    conntrack::{ConnEntry, ConnKey, Timeouts},
+    conntrack::{ConnEntry, ConnKey, Timeouts, kind},
+    maps::family,
 };
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
@@ -393,13 +394,13 @@ async fn serve(
             let now = monotonic_coarse_ns();
             let mut rows: Vec<ConntrackRow> = entries
                 .iter()
-                .filter(|(key, _)| key.kind != gateway_common::conntrack::kind::NAT44_IN)
+                .filter(|(key, _)| key.kind != kind::NAT44_IN)
                 .filter(|(key, entry)| {
                     filter.is_none_or(|address| {
-                        (key.kind == gateway_common::conntrack::kind::NAT44_OUT
-                            && address_of(key.family, &entry.translated_addr) == address)
+                        (is_nat_session(key)
+                            && address_of(family::IPV4, &entry.translated_addr) == address)
                             || address_of(key.family, &key.inside_addr) == address
-                            || address_of(key.family, &key.remote_addr) == address
+                            || address_of(remote_family(key), &key.remote_addr) == address
                     })
                 })
                 .map(|(key, entry)| conntrack_row(key, entry, now))
@@ -417,7 +418,7 @@ async fn serve(
                 .conntrack()?
                 .iter()
                 .filter(|(key, entry)| {
-                    key.kind == gateway_common::conntrack::kind::NAT44_OUT
+                    is_nat_session(key)
                         && !gateway::dataplane::is_expired(&timeouts, key, entry, now)
                 })
                 .count() as u64;
@@ -534,6 +535,21 @@ fn write_mapping_log(
     Ok(())
 }
 
+/// The OUT half of a NAT44 or NAT64 session (the one `gateway conntrack` shows).
+fn is_nat_session(key: &ConnKey) -> bool {
+    key.kind == kind::NAT44_OUT || key.kind == kind::NAT64_OUT
+}
+
+/// The family of a key's remote address: IPv4 for NAT64 sessions (the IPv6 client talks to an
+/// IPv4 host), the key's own otherwise.
+fn remote_family(key: &ConnKey) -> u8 {
+    if key.kind == kind::NAT64_OUT {
+        family::IPV4
+    } else {
+        key.family
+    }
+}
+
 fn address_of(family: u8, bytes: &[u8; 16]) -> IpAddr {
     if family == gateway_common::maps::family::IPV4 {
         IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
@@ -551,22 +567,23 @@ fn conntrack_row(key: &ConnKey, entry: &ConnEntry, now: u64) -> ConntrackRow {
         other => other.to_string(),
     };
     let gateway = match key.kind {
-        gateway_common::conntrack::kind::EGRESS_ONLY => "egress-only",
-        gateway_common::conntrack::kind::NAT44_OUT => "nat",
-        gateway_common::conntrack::kind::NAT44_IN => "nat-in",
+        kind::EGRESS_ONLY => "egress-only",
+        kind::NAT44_OUT => "nat",
+        kind::NAT44_IN => "nat-in",
+        kind::NAT64_OUT => "nat64",
         _ => "unknown",
     };
-    let endpoint = |bytes: &[u8; 16], port: u16| match address_of(key.family, bytes) {
+    let endpoint = |family: u8, bytes: &[u8; 16], port: u16| match address_of(family, bytes) {
         IpAddr::V4(address) => format!("{address}:{port}"),
         IpAddr::V6(address) => format!("[{address}]:{port}"),
     };
     ConntrackRow {
         protocol,
         gateway: gateway.to_string(),
-        public: (key.kind == gateway_common::conntrack::kind::NAT44_OUT)
-            .then(|| endpoint(&entry.translated_addr, entry.translated_port)),
-        inside: endpoint(&key.inside_addr, key.inside_port),
-        remote: endpoint(&key.remote_addr, key.remote_port),
+        public: is_nat_session(key)
+            .then(|| endpoint(family::IPV4, &entry.translated_addr, entry.translated_port)),
+        inside: endpoint(key.family, &key.inside_addr, key.inside_port),
+        remote: endpoint(remote_family(key), &key.remote_addr, key.remote_port),
         state: gateway_common::conntrack::state::name(entry.state).to_string(),
         age_seconds: now.saturating_sub(entry.created_ns) / 1_000_000_000,
         idle_seconds: now.saturating_sub(entry.last_seen_ns) / 1_000_000_000,
