@@ -594,33 +594,20 @@ fn fragmentation_needed_from_an_ipv4_router_reaches_the_client_as_packet_too_big
     let frag_needed_outside = Capture::start(router, "rtr-gw", "icmp and icmp[0] == 3")
         .expect("starting tcpdump on the router's gateway link");
     const EIGHT_MB: usize = 8 * 1024 * 1024;
-    let seen = traffic::tcp_exchange(
+    let transfer = traffic::tcp_exchange(
         internet,
         ip(addr::INTERNET_V4),
         instance,
         server,
         EIGHT_MB,
         FOUR_MB,
-    )
-    .unwrap_or_else(|error| {
-        panic!(
-            "8 MB up and 4 MB down over a 1400-byte IPv4 hop: {error:#}\ncounters: {:?}\ngateway \
-             output:\n{}",
-            nat64.counters(),
-            nat64.gateway.output()
-        )
-    });
+    );
     let too_big = too_big_inside.stop().expect("stopping tcpdump inside");
     let frag_needed = frag_needed_outside
         .stop()
         .expect("stopping tcpdump on the router");
 
-    assert_eq!(
-        (seen.uploaded, seen.downloaded),
-        (EIGHT_MB, FOUR_MB),
-        "every byte both ways, verified ({seen:?})"
-    );
-    assert_eq!(seen.server_saw_peer.ip(), ip(PUBLIC), "{seen:?}");
+    // Along the way first, so that a stalled transfer says where the error got lost.
     assert!(
         frag_needed
             .iter()
@@ -635,7 +622,13 @@ fn fragmentation_needed_from_an_ipv4_router_reaches_the_client_as_packet_too_big
             && packet.dst == ip(addr::INSTANCE_V6)
             && packet.line.contains("mtu 1420")),
         "the router's error reached the instance as Packet Too Big, MTU 1420, from \
-         {router_in_prefix}: {too_big:?}"
+         {router_in_prefix}: {too_big:?}\ncounters: {:?}",
+        nat64.counters()
+    );
+    assert!(
+        nat64.counter("nat64_icmp_error_translated_inbound") > 0,
+        "the gateway counted the translated error: {:?}",
+        nat64.counters()
     );
     let route = instance
         .ip(["-6", "route", "get", &server.to_string()])
@@ -644,10 +637,24 @@ fn fragmentation_needed_from_an_ipv4_router_reaches_the_client_as_packet_too_big
         route.contains("mtu 1420"),
         "the instance learned the path MTU 1420 towards {server}: {route}"
     );
-    assert!(
-        nat64.counter("nat64_icmp_error_translated_inbound") > 0,
-        "the gateway translated the error: {:?}",
-        nat64.counters()
+
+    let seen = transfer.unwrap_or_else(|error| {
+        panic!(
+            "8 MB up and 4 MB down over a 1400-byte IPv4 hop: {error:#}\ncounters: {:?}\ngateway \
+             output:\n{}",
+            nat64.counters(),
+            nat64.gateway.output()
+        )
+    });
+    assert_eq!(
+        (seen.uploaded, seen.downloaded),
+        (EIGHT_MB, FOUR_MB),
+        "every byte both ways, verified ({seen:?})"
+    );
+    assert_eq!(
+        seen.server_saw_peer.ip(),
+        ip(PUBLIC),
+        "the internet host saw the public IPv4 ({seen:?})"
     );
 }
 
