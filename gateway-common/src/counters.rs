@@ -134,6 +134,7 @@ counters! {
     DropNat64ExtensionHeaders => "drop_nat64_extension_headers", "IPv6 through NAT64 with more or longer extension headers than the dataplane walks, or ESP/AH";
     DropNat64IcmpUntranslatable => "drop_nat64_icmp_untranslatable", "ICMP message with no counterpart in the other family (RFC 7915 tables), or an ICMPv6 informational other than echo";
     DropNat64HeadAdjust => "drop_nat64_head_adjust", "the frame's headroom could not be resized to the other family's header";
+    DropTailCall => "drop_tail_call", "a cold path's tail-called program is missing (not loaded by the controller) or was handed a packet it cannot parse";
     DropNat64HairpinFromIpv4 => "drop_nat64_hairpin_from_ipv4", "IPv4 from inside to a public endpoint held by a NAT64 session (only IPv6 clients hairpin through NAT64)";
 }
 

@@ -22,6 +22,19 @@ pub mod names {
     pub const NAT_PUBLIC_IPS: &str = "NAT_PUBLIC_IPS";
     pub const NAT_MAPPINGS: &str = "NAT_MAPPINGS";
     pub const NAT_FRAGMENTS: &str = "NAT_FRAGMENTS";
+    pub const TAIL_PROGRAMS: &str = "TAIL_PROGRAMS";
+}
+
+/// The programs `gateway` hands a packet to with a tail call (slots of `TAIL_PROGRAMS`): cold
+/// paths the verifier then checks once, on their own, rather than along every path of `gateway`
+/// that leads to them, and that start with a fresh 512-byte stack.
+pub mod tail {
+    /// An ICMPv4 error about a NAT64 session, translated to ICMPv6 (RFC 7915 s4.2).
+    pub const NAT64_ICMP_ERROR_INBOUND: u32 = 0;
+    /// An ICMPv6 error from a NAT64 client, translated to ICMPv4 (RFC 7915 s5.2).
+    pub const NAT64_ICMP_ERROR_OUTBOUND: u32 = 1;
+    /// Program names, by slot.
+    pub const PROGRAMS: [&str; 2] = ["nat64_icmp_error_in", "nat64_icmp_error_out"];
 }
 
 /// Name of the XDP entry program in the object.

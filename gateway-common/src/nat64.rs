@@ -102,15 +102,23 @@ impl core::fmt::Display for Nat64PrefixError {
 /// when RFC 6052 does not allow that length.
 #[inline(always)]
 const fn prefix_masks(len: u8) -> Option<(u64, u64)> {
-    match len {
-        32 => Some((0xffff_ffff_0000_0000, 0)),
-        40 => Some((0xffff_ffff_ff00_0000, 0)),
-        48 => Some((0xffff_ffff_ffff_0000, 0)),
-        56 => Some((0xffff_ffff_ffff_ff00, 0)),
-        64 => Some((u64::MAX, 0)),
-        96 => Some((u64::MAX, 0xffff_ffff_0000_0000)),
-        _ => None,
+    if !is_allowed_length(len) {
+        return None;
     }
+    // Computed rather than matched per length: the verifier then walks one path, not six, at
+    // every use in the XDP program.
+    let bits = len as u32;
+    if bits <= 64 {
+        Some((u64::MAX << (64 - bits), 0))
+    } else {
+        Some((u64::MAX, u64::MAX << (128 - bits)))
+    }
+}
+
+/// RFC 6052 s2.2: /32, /40, /48, /56, /64 or /96.
+#[inline(always)]
+const fn is_allowed_length(len: u8) -> bool {
+    (len >= 32 && len <= 64 && len & 7 == 0) || len == 96
 }
 
 /// The two big-endian 64-bit halves of an IPv6 address (two u64s instead of one u128, which BPF
@@ -182,50 +190,21 @@ impl Nat64Prefix {
     pub fn embed(&self, v4: [u8; 4]) -> Option<[u8; 16]> {
         let (high_mask, low_mask) = prefix_masks(self.len)?;
         let (high, low) = halves(&self.addr);
-        let mut out = join(high & high_mask, low & low_mask);
-        let [a, b, c, d] = v4;
-        match self.len {
-            32 => {
-                out[4] = a;
-                out[5] = b;
-                out[6] = c;
-                out[7] = d;
-            }
-            40 => {
-                out[5] = a;
-                out[6] = b;
-                out[7] = c;
-                out[9] = d;
-            }
-            48 => {
-                out[6] = a;
-                out[7] = b;
-                out[9] = c;
-                out[10] = d;
-            }
-            56 => {
-                out[7] = a;
-                out[9] = b;
-                out[10] = c;
-                out[11] = d;
-            }
-            64 => {
-                out[9] = a;
-                out[10] = b;
-                out[11] = c;
-                out[12] = d;
-            }
-            96 => {
-                out[12] = a;
-                out[13] = b;
-                out[14] = c;
-                out[15] = d;
-            }
-            _ => return None,
+        let (mut high, mut low) = (high & high_mask, low & low_mask);
+        let address = u32::from_be_bytes(v4) as u64;
+        if self.len == 96 {
+            low |= address;
+        } else {
+            // Up to /64 the address fills the rest of the first half (`in_high` bytes) and
+            // continues after the u octet (byte 8) in the second half.
+            let in_high = 8 - (self.len as u32 >> 3);
+            high |= address >> (8 * (4 - in_high));
+            let rest = address & ((1u64 << (8 * (4 - in_high))) - 1);
+            low |= rest << (8 * (3 + in_high));
         }
-        // A /96 prefix covers the u octet; it must read zero whatever the stored prefix says.
-        out[8] = 0;
-        Some(out)
+        // The u octet reads zero whatever the stored prefix says.
+        low &= !(0xffu64 << 56);
+        Some(join(high, low))
     }
 
     /// The IPv4 address embedded in `addr` at this prefix's length (RFC 6052 s2.2, skipping byte
@@ -234,15 +213,17 @@ impl Nat64Prefix {
     /// (see [`Nat64Prefix::contains`]). `None` for a bad length.
     #[inline(always)]
     pub fn extract(&self, addr: &[u8; 16]) -> Option<[u8; 4]> {
-        match self.len {
-            32 => Some([addr[4], addr[5], addr[6], addr[7]]),
-            40 => Some([addr[5], addr[6], addr[7], addr[9]]),
-            48 => Some([addr[6], addr[7], addr[9], addr[10]]),
-            56 => Some([addr[7], addr[9], addr[10], addr[11]]),
-            64 => Some([addr[9], addr[10], addr[11], addr[12]]),
-            96 => Some([addr[12], addr[13], addr[14], addr[15]]),
-            _ => None,
+        if !is_allowed_length(self.len) {
+            return None;
         }
+        let (high, low) = halves(addr);
+        if self.len == 96 {
+            return Some((low as u32).to_be_bytes());
+        }
+        let in_high = 8 - (self.len as u32 >> 3);
+        let first = (high & ((1u64 << (8 * in_high)) - 1)) << (8 * (4 - in_high));
+        let rest = (low >> (8 * (3 + in_high))) & ((1u64 << (8 * (4 - in_high))) - 1);
+        Some(((first | rest) as u32).to_be_bytes())
     }
 
     /// Whether this is 64:ff9b::/96.

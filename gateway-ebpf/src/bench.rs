@@ -4,8 +4,10 @@
 //! - [`bench_generator`] runs through `BPF_PROG_RUN` in live-frames mode and sends every frame out
 //!   of the generator veth with `XDP_TX`. Live-frame pages are recycled without being
 //!   re-initialised, so each run rewrites every header field a device under test may have changed
-//!   (MACs, addresses, TTL / hop limit, ports, checksums), which also spreads the frames over the
-//!   configured number of flows.
+//!   (MACs, the IP header's fields up to the addresses, TTL / hop limit, ports, checksums; a NAT64
+//!   translation moves the headers, so a recycled page can hold parts of another header anywhere
+//!   before the transport header), which also spreads the frames over the configured number of
+//!   flows.
 //! - [`bench_sink`] counts what arrives at the far end and drops it.
 //! - [`bench_fwd_limit`] is the calibration hop: a static MAC rewrite and redirect, what any XDP
 //!   forwarder must at least do.
@@ -157,7 +159,18 @@ fn emit<const L4: usize, const CHECK: usize>(
     // SAFETY: every write below ends at or before L4 + CHECK + 2, checked above.
     unsafe {
         write_bytes(base, 0, config.macs);
+        // The fixed fields of the IP header too, from the ether type to the protocol: a NAT64
+        // device under test moves the headers (the frame starts 20 bytes later or earlier in the
+        // page), so the recycled page holds parts of another header there.
+        let length = (ctx.data_end() - data) as u16;
         if ipv4 {
+            // As the userspace template has them (the header checksum derives from it): version
+            // 4, 20-byte header, no TOS, the total length, ID 0, don't fragment, the protocol.
+            write_bytes(base, L3 - 2, 0x0800u16.to_be_bytes());
+            write_bytes(base, L3, [0x45, 0]);
+            write_bytes(base, L3 + 2, (length - L3 as u16).to_be_bytes());
+            write_bytes(base, L3 + 4, [0, 0, 0x40, 0]);
+            *base.add(V4_TTL + 1) = config.protocol as u8;
             *base.add(V4_TTL) = config.ttl;
             let ip_check = update_u32(config.ip_check, old_low, new_low);
             write_bytes(base, V4_CHECK, ip_check.to_be_bytes());
@@ -168,6 +181,11 @@ fn emit<const L4: usize, const CHECK: usize>(
                 [config.dst[0], config.dst[1], config.dst[2], config.dst[3]],
             );
         } else {
+            // Version 6, no traffic class or flow label, the payload length, the next header.
+            write_bytes(base, L3 - 2, 0x86ddu16.to_be_bytes());
+            write_bytes(base, L3, [0x60, 0, 0, 0]);
+            write_bytes(base, L3 + 4, (length - V6_L4 as u16).to_be_bytes());
+            *base.add(V6_HOP_LIMIT - 1) = config.protocol as u8;
             *base.add(V6_HOP_LIMIT) = config.ttl;
             write_bytes(base, V6_SRC, config.src);
             write_bytes(base, V6_SRC + 12, new_low.to_be_bytes());
@@ -190,30 +208,37 @@ pub fn bench_sink(ctx: XdpContext) -> u32 {
     let data = ctx.data();
     let end = ctx.data_end();
     let length = (end - data) as u64;
-    // The generator's frames carry BENCH_PORT as destination port behind a fixed-size header.
-    let ours = if data + V6_L4 + 4 <= end {
-        let base = data as *const u8;
-        // SAFETY: bounds-checked above (the IPv4 reads end before the IPv6 ones).
-        unsafe {
-            let ether_type = u16::from_be_bytes([*base.add(12), *base.add(13)]);
-            let (protocol, l4) = match ether_type {
-                0x0800 => (*base.add(L3 + 9), V4_L4),
-                0x86dd => (*base.add(L3 + 6), V6_L4),
-                _ => (0, V6_L4),
-            };
-            (protocol == PROTOCOL_TCP as u8 || protocol == PROTOCOL_UDP as u8)
-                && u16::from_be_bytes([*base.add(l4 + 2), *base.add(l4 + 3)]) == BENCH_PORT
-        }
-    } else {
-        false
-    };
-    if ours {
+    if carries_bench_port(data, end) {
         counter_add(&BENCH_SINK, SINK_PACKETS, 1);
         counter_add(&BENCH_SINK, SINK_BYTES, length);
     } else {
         counter_add(&BENCH_SINK, SINK_OTHER, 1);
     }
     xdp_action::XDP_DROP
+}
+
+/// Whether the frame at `data..end` is a generator's packet: TCP or UDP to BENCH_PORT behind a
+/// fixed-size IPv4 or IPv6 header. Each family is bounds-checked on its own, because a NAT64
+/// translation delivers IPv4 frames 20 bytes shorter than the IPv6 frames the generator sent
+/// (44 bytes for a 64-byte frame), shorter than any IPv6 frame the check could ask for.
+#[inline(always)]
+fn carries_bench_port(data: usize, end: usize) -> bool {
+    if data + L3 > end {
+        return false;
+    }
+    let base = data as *const u8;
+    // SAFETY: every read below is bounds-checked against `end` first.
+    unsafe {
+        let port_at = |l4: usize| u16::from_be_bytes([*base.add(l4 + 2), *base.add(l4 + 3)]);
+        // The port is read inside each arm, right behind its own bounds check, so that the
+        // verifier sees one constant offset per path.
+        let (protocol, port) = match u16::from_be_bytes([*base.add(12), *base.add(13)]) {
+            0x0800 if data + V4_L4 + 4 <= end => (*base.add(L3 + 9), port_at(V4_L4)),
+            0x86dd if data + V6_L4 + 4 <= end => (*base.add(L3 + 6), port_at(V6_L4)),
+            _ => return false,
+        };
+        (protocol == PROTOCOL_TCP as u8 || protocol == PROTOCOL_UDP as u8) && port == BENCH_PORT
+    }
 }
 
 #[xdp]

@@ -32,20 +32,79 @@ use gateway_common::{Counter, maps::role};
 
 use crate::{
     counters::{count, pass},
-    maps::INTERFACES,
+    maps::{INTERFACES, TAIL_PROGRAMS},
 };
+
+/// What a path below returns to hand the packet to tail-called program `slot`
+/// (`TAIL_CALL + slot`): never an XDP verdict. The per-CPU NAT work area carries its state.
+pub const TAIL_CALL: u32 = 0x7000_0000;
 
 #[xdp]
 pub fn gateway(ctx: XdpContext) -> u32 {
+    let verdict = handle(&ctx);
+    if verdict < TAIL_CALL {
+        return verdict;
+    }
+    // SAFETY: the slot holds an XDP program of this object, or nothing (then it returns).
+    let _ = unsafe { TAIL_PROGRAMS.tail_call(&ctx, verdict - TAIL_CALL) };
+    counters::drop(Counter::DropTailCall)
+}
+
+/// ICMPv4 error about a NAT64 session, from [`gateway`] (the session found, in the work area).
+#[xdp]
+pub fn nat64_icmp_error_in(ctx: XdpContext) -> u32 {
+    let ingress = ctx.ingress_ifindex() as u32;
+    let Ok(link) = parsing::parse_link(&ctx) else {
+        return counters::drop(Counter::DropTailCall);
+    };
+    let mut packet = parsing::Ipv4Packet::default();
+    if link.ether_type != parsing::ETH_P_IPV4
+        || !matches!(
+            parsing::parse_ipv4(&ctx, link.l3, link.vlan_tagged, &mut packet),
+            Ok(parsing::Parsed::Packet)
+        )
+    {
+        return counters::drop(Counter::DropTailCall);
+    }
+    let Some(work) = nat44::work() else {
+        return counters::drop(Counter::DropTailCall);
+    };
+    nat64::icmp_error_inbound(&ctx, &packet, ingress, work)
+}
+
+/// ICMPv6 error from a NAT64 client, from [`gateway`] (classified, in the work area).
+#[xdp]
+pub fn nat64_icmp_error_out(ctx: XdpContext) -> u32 {
+    let ingress = ctx.ingress_ifindex() as u32;
+    let Ok(link) = parsing::parse_link(&ctx) else {
+        return counters::drop(Counter::DropTailCall);
+    };
+    let mut packet = parsing::Ipv6Packet::default();
+    if link.ether_type != parsing::ETH_P_IPV6
+        || !matches!(
+            parsing::parse_ipv6(&ctx, link.l3, link.vlan_tagged, &mut packet),
+            Ok(parsing::Parsed::Packet)
+        )
+    {
+        return counters::drop(Counter::DropTailCall);
+    }
+    let Some(work) = nat44::work() else {
+        return counters::drop(Counter::DropTailCall);
+    };
+    nat64::icmp_error_outbound(&ctx, &packet, ingress, work)
+}
+
+#[inline(always)]
+fn handle(ctx: &XdpContext) -> u32 {
     count(Counter::RxPackets);
     let ingress = ctx.ingress_ifindex() as u32;
-    let link = match parsing::parse_link(&ctx) {
+    let link = match parsing::parse_link(ctx) {
         Ok(link) => link,
         Err(reason) => return counters::drop(reason),
     };
     match link.ether_type {
-        parsing::ETH_P_IPV4 => ipv4(&ctx, link.l3, link.vlan_tagged, ingress),
-        parsing::ETH_P_IPV6 => ipv6(&ctx, link.l3, link.vlan_tagged, ingress),
+        parsing::ETH_P_IPV4 => ipv4(ctx, link.l3, link.vlan_tagged, ingress),
+        parsing::ETH_P_IPV6 => ipv6(ctx, link.l3, link.vlan_tagged, ingress),
         _ => pass(Counter::PassNotIp),
     }
 }

@@ -3,7 +3,10 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{
+        Array, DevMapHash, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray,
+        ProgramArray,
+    },
 };
 use gateway_common::{
     conntrack::{ConnEntry, ConnKey, Timeouts},
@@ -19,6 +22,10 @@ use gateway_common::{
 };
 
 use crate::nat44::NatWork;
+
+/// The tail-called programs (see `gateway_common::maps::tail`), filled by the controller.
+#[map(name = "TAIL_PROGRAMS")]
+pub static TAIL_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);

@@ -22,7 +22,7 @@ use gateway_common::{
     Counter,
     checksum::{update_u16, update_u32},
     conntrack::{self as ct, ConnEntry, ConnKey, kind, state, tcp_flags},
-    maps::{direction, family, target},
+    maps::{direction, family, tail, target},
     nat::{
         FragmentKey, FragmentTranslation, MAX_PUBLIC_IPS, NatGatewayInfo, NatMapping,
         NatMappingKey, PROBES_PER_IP, fragment_field, mapping, mapping_mode, port_candidate,
@@ -135,6 +135,23 @@ pub struct NatWork {
     pub hairpin_client: [u8; 16],
     pub hairpin_client_port: u16,
     pub hairpin_dport: u16,
+    /// NAT64 ICMP errors: the translated type, code and rest of header, and the quoted
+    /// header's fields.
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// 1: the outbound IPv6 packet is an ICMPv6 error.
+    pub icmp_error: u8,
+    pub icmp_rest: [u8; 4],
+    pub quoted_tos: u8,
+    pub quoted_ttl: u8,
+    pub quoted_protocol: u8,
+    pub quoted_payload_length: u16,
+    /// The sum of the quoted addresses' words as they were (for the quoted checksum).
+    pub quoted_old_sum: u32,
+    /// The quoted packet's IPv4 destination embedded in the prefix.
+    pub quoted_remote6: [u8; 16],
+    /// An ICMPv6 error's headers (see `nat64::ICMP6_ERROR_HEAD`).
+    pub error_head: [u8; 88],
     pub option_at: u8,
     pub option_verdict: u8,
 }
@@ -1255,7 +1272,7 @@ fn icmp_error(
         return pass(Counter::PassTtlExpired);
     }
     if inbound && work.family == family::IPV6 {
-        return nat64::icmp_error_inbound(ctx, packet, ingress, work);
+        return crate::TAIL_CALL + tail::NAT64_ICMP_ERROR_INBOUND;
     }
     if let Err(reason) = rewrite_quote(ctx, packet, work, inbound) {
         return reject(packet, ingress, reason, subnet_index, dir);
@@ -1433,7 +1450,7 @@ fn lookup_quoted_inbound(work: &mut NatWork) -> u32 {
 
 /// Outbound error: `work.out_key` -> the public endpoint of a live session. 0 when found.
 #[inline(never)]
-fn lookup_quoted_outbound(work: &mut NatWork) -> u32 {
+pub fn lookup_quoted_outbound(work: &mut NatWork) -> u32 {
     let Some(entry) = CONNTRACK.get_ptr(&work.out_key) else {
         return 1;
     };

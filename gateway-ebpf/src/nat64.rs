@@ -18,7 +18,9 @@
 
 use aya_ebpf::{
     cty::c_void,
-    helpers::{bpf_get_prandom_u32, bpf_loop, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::{
+        bpf_csum_diff, bpf_get_prandom_u32, bpf_loop, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+    },
     programs::XdpContext,
 };
 use gateway_common::{
@@ -98,14 +100,39 @@ fn prefix_of(work: &NatWork) -> Nat64Prefix {
     }
 }
 
-/// The address `addr` translates to in the other family, or `None` when RFC 6052 s3.1 forbids
-/// it (the well-known prefix with a non-global IPv4 address).
-#[inline(always)]
-fn embed(prefix: &Nat64Prefix, addr: [u8; 4]) -> Option<[u8; 16]> {
+/// Where [`embed_into`] writes.
+const INTO_REMOTE6: u32 = 0;
+const INTO_QUOTED_REMOTE6: u32 = 1;
+const INTO_TRANSLATED_SRC: u32 = 2;
+
+/// Writes `addr` embedded in the gateway's NAT64 prefix into the work area (`into`); 0 when done,
+/// 1 when RFC 6052 s3.1 forbids it (the well-known prefix with a non-global IPv4 address).
+/// Out of line, like [`may_carry`]: the global-address test branches a dozen ways, and the
+/// verifier should follow those branches here, not each through the rest of the caller.
+#[inline(never)]
+fn embed_into(work: &mut NatWork, addr: u32, into: u32) -> u32 {
+    let addr = addr.to_be_bytes();
+    let prefix = prefix_of(work);
     if prefix.is_well_known() && !is_global_ipv4(addr) {
-        return None;
+        return 1;
     }
-    prefix.embed(addr)
+    let Some(embedded) = prefix.embed(addr) else {
+        return 1;
+    };
+    match into {
+        INTO_REMOTE6 => work.remote6 = embedded,
+        INTO_QUOTED_REMOTE6 => work.quoted_remote6 = embedded,
+        _ => work.translated.src = embedded,
+    }
+    0
+}
+
+/// 1 when the gateway's prefix may carry `addr` (RFC 6052 s3.1), else 0. Out of line (see
+/// [`embed_into`]).
+#[inline(never)]
+fn may_carry(work: &NatWork, addr: u32) -> u32 {
+    let prefix = prefix_of(work);
+    (!prefix.is_well_known() || is_global_ipv4(addr.to_be_bytes())) as u32
 }
 
 #[inline(always)]
@@ -129,10 +156,6 @@ fn reject4(packet: &Ipv4Packet, ingress: u32, reason: Counter, subnet_index: u32
     );
     drop(reason)
 }
-
-/// What an outbound IPv6 packet is, once its extension headers are walked.
-const QUERY: u32 = 0;
-const ERROR: u32 = 1;
 
 /// IPv6 from a private subnet to the NAT64 prefix of NAT gateway `gateway`.
 #[inline(never)]
@@ -164,12 +187,12 @@ pub fn outbound(
     work.gateway = gateway as u8;
     work.subnet_index = subnet_index;
     work.now = nat44::now();
-    let kind = match classify_outbound(ctx, packet, work) {
-        Ok(kind) => kind,
-        Err(reason) => return reject6(packet, ingress, reason, subnet_index),
-    };
-    if kind == ERROR {
-        return icmp_error_outbound(ctx, packet, ingress, work);
+    if let Err(reason) = classify_outbound(ctx, packet, work) {
+        return reject6(packet, ingress, reason, subnet_index);
+    }
+    if work.icmp_error != 0 {
+        // Translated by the tail-called `nat64_icmp_error_out`, from the work area.
+        return crate::TAIL_CALL + gateway_common::maps::tail::NAT64_ICMP_ERROR_OUTBOUND;
     }
     if let Some(reason) = nat44::session_outbound(work) {
         // No RST is crafted for an IPv6 client on a timed-out session: the packet is dropped.
@@ -265,13 +288,15 @@ fn set_packet6(work: &mut NatWork, sport: u16, dport: u16) {
 }
 
 /// Walks the extension headers and reads the transport header of an outbound packet into the
-/// work area. Returns [`QUERY`] for TCP, UDP and echo requests, [`ERROR`] for ICMPv6 errors.
+/// work area; `work.icmp_error` says whether it is an ICMPv6 error (else TCP, UDP or an echo
+/// request). Returns `Result<(), _>`: a wider value would come back through a stack pointer,
+/// which the verifier refuses.
 #[inline(never)]
 fn classify_outbound(
     ctx: &XdpContext,
     packet: &Ipv6Packet,
     work: &mut NatWork,
-) -> Result<u32, Counter> {
+) -> Result<(), Counter> {
     let prefix = prefix_of(work);
     if !prefix.contains(&packet.dst) {
         return Err(Counter::DropNat64NotInPrefix);
@@ -279,7 +304,7 @@ fn classify_outbound(
     let destination = prefix
         .extract(&packet.dst)
         .ok_or(Counter::DropNat64NotInPrefix)?;
-    if prefix.is_well_known() && !is_global_ipv4(destination) {
+    if may_carry(work, u32::from_be_bytes(destination)) == 0 {
         return Err(Counter::DropNat64NonGlobal);
     }
     let (protocol, l4) = upper_layer(ctx, packet.l3)?;
@@ -310,9 +335,11 @@ fn classify_outbound(
     work.rst = 0;
     work.in_inserted = 0;
     work.tcp_flags = 0;
-    let transport: *const [u8; 14] = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedIpv6)?;
-    // SAFETY: bounds-checked above (14 bytes cover ports, TCP flags and an ICMP echo header;
-    // shorter transport headers are caught by the length checks below).
+    work.icmp_error = 0;
+    // Every transport header has 8 bytes (a minimal UDP datagram has no more); the TCP flags
+    // are read on their own.
+    let transport: *const [u8; 8] = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedIpv6)?;
+    // SAFETY: bounds-checked above.
     let t = unsafe { *transport };
     match protocol {
         IPPROTO_TCP => {
@@ -322,8 +349,10 @@ fn classify_outbound(
             work.protocol = IPPROTO_TCP;
             work.sport = u16::from_be_bytes([t[0], t[1]]);
             work.dport = u16::from_be_bytes([t[2], t[3]]);
-            work.tcp_flags = t[13];
-            Ok(QUERY)
+            let flags: *const u8 = ptr_at(ctx, l4 + 13).ok_or(Counter::DropTruncatedTcp)?;
+            // SAFETY: bounds-checked above.
+            work.tcp_flags = unsafe { *flags };
+            Ok(())
         }
         IPPROTO_UDP => {
             if work.transport_length < 8 {
@@ -332,7 +361,7 @@ fn classify_outbound(
             work.protocol = IPPROTO_UDP;
             work.sport = u16::from_be_bytes([t[0], t[1]]);
             work.dport = u16::from_be_bytes([t[2], t[3]]);
-            Ok(QUERY)
+            Ok(())
         }
         IPPROTO_ICMPV6 => {
             if work.transport_length < 8 {
@@ -343,9 +372,12 @@ fn classify_outbound(
                 rfc::icmp6_type::ECHO_REQUEST => {
                     work.sport = u16::from_be_bytes([t[4], t[5]]);
                     work.dport = 0;
-                    Ok(QUERY)
+                    Ok(())
                 }
-                1..=4 => Ok(ERROR),
+                1..=4 => {
+                    work.icmp_error = 1;
+                    Ok(())
+                }
                 _ => Err(Counter::DropNat64IcmpUntranslatable),
             }
         }
@@ -589,6 +621,15 @@ fn hairpin(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32, work: &mut NatWo
     }
     count(Counter::ForwardNat64Hairpin);
     if work.family == family::IPV6 {
+        // Embedded here rather than below: one frame less on the deepest call chain.
+        if embed_into(
+            work,
+            u32::from_be_bytes(work.public_addr),
+            INTO_TRANSLATED_SRC,
+        ) != 0
+        {
+            return reject6(packet, ingress, Counter::DropNat64NonGlobal, subnet_index);
+        }
         if let Err(reason) = hairpin_to_ipv6(ctx, packet, work) {
             return reject6(packet, ingress, reason, subnet_index);
         }
@@ -643,9 +684,6 @@ fn hairpin_to_ipv6(
     packet: &Ipv6Packet,
     work: &mut NatWork,
 ) -> Result<(), Counter> {
-    let prefix = prefix_of(work);
-    let source = embed(&prefix, work.public_addr).ok_or(Counter::DropNat64NonGlobal)?;
-    work.translated.src = source;
     work.translated.dst = work.private6;
     work.translated.ports = (work.public_port as u32) << 16 | work.private_port as u32;
     let (new_sport, new_dport) = (work.public_port, work.private_port);
@@ -753,8 +791,9 @@ fn classify_inbound(
     if header[6] & 0x20 != 0 || packet.later_fragment {
         return Err(Counter::DropNat64Fragment);
     }
-    let prefix = prefix_of(work);
-    work.remote6 = embed(&prefix, packet.src).ok_or(Counter::DropNat64NonGlobal)?;
+    if embed_into(work, u32::from_be_bytes(packet.src), INTO_REMOTE6) != 0 {
+        return Err(Counter::DropNat64NonGlobal);
+    }
     if packet.l4 > packet.l3 + IPV4_HEADER && unexpired_source_route(ctx, packet, work)? {
         return Err(Counter::DropNat64SourceRoute);
     }
@@ -813,7 +852,10 @@ fn unexpired_source_route(
     unsafe {
         bpf_loop(40, walk_option as *mut c_void, core::ptr::null_mut(), 0);
     }
-    match work.option_verdict {
+    // Read back through a volatile load: the callback wrote it behind the compiler's back (it
+    // would otherwise reuse the value stored before the loop).
+    // SAFETY: a field of this CPU's work area.
+    match unsafe { core::ptr::read_volatile(&raw const work.option_verdict) } {
         OPTIONS_OK => Ok(false),
         OPTIONS_SOURCE_ROUTE => Ok(true),
         _ => Err(Counter::DropMalformedIpv4),
@@ -958,33 +1000,55 @@ fn to_ipv6(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter> {
 }
 
 /// The one's complement sum of `length` bytes of the frame from `start` (an odd last byte padded
-/// with zero), or `None` when they are not all in the frame or longer than [`MAX_SUMMED`].
+/// with zero), or `None` when they are not all in the frame or not 8 to [`MAX_SUMMED`] bytes.
+/// The kernel sums fixed-size chunks (`bpf_csum_diff`), so that the verifier walks a few dozen
+/// steps rather than a word-by-word loop.
 #[inline(never)]
 fn sum_bytes(ctx: &XdpContext, start: usize, length: usize) -> Option<u32> {
     if start > MAX_LINK + IPV6_HEADER + IPV6_HEADER + 8 || !(8..=MAX_SUMMED).contains(&length) {
         return None;
     }
-    let words = length >> 2;
-    let mut sum = 0u32;
-    for i in 0..MAX_SUMMED / 4 {
-        if i >= words {
+    // Native-order (little-endian) sums from the kernel, folded and turned around at the end.
+    let mut native: u64 = 0;
+    let mut at = start;
+    let mut left = length;
+    for _ in 0..MAX_SUMMED / 64 {
+        if left < 64 {
             break;
         }
-        let word: *const [u8; 4] = ptr_at(ctx, start + i * 4)?;
-        // SAFETY: bounds-checked above.
-        let word = unsafe { *word };
-        sum += u16::from_be_bytes([word[0], word[1]]) as u32
-            + u16::from_be_bytes([word[2], word[3]]) as u32;
+        native += chunk_sum::<64>(ctx, at)? as u64;
+        at += 64;
+        left -= 64;
     }
+    if left >= 32 {
+        native += chunk_sum::<32>(ctx, at)? as u64;
+        at += 32;
+        left -= 32;
+    }
+    if left >= 16 {
+        native += chunk_sum::<16>(ctx, at)? as u64;
+        at += 16;
+        left -= 16;
+    }
+    if left >= 8 {
+        native += chunk_sum::<8>(ctx, at)? as u64;
+        at += 8;
+        left -= 8;
+    }
+    if left >= 4 {
+        native += chunk_sum::<4>(ctx, at)? as u64;
+        left -= 4;
+    }
+    let folded = fold(((native & 0xffff_ffff) + (native >> 32)) as u32 & 0xffff_ffff);
+    let mut sum = folded.swap_bytes() as u32;
     // The last 1-3 bytes: read as the word that ends the run (the run is at least 8 bytes).
-    let rest = length & 3;
-    if rest != 0 {
+    if left != 0 {
         // Masked (the value is below 2048 anyway) so that the compiler cannot fold the "- 4" into
         // the bounds check, which the verifier would then not recognise.
         let word: *const [u8; 4] = ptr_at(ctx, (start + length - 4) & 0x7ff)?;
         // SAFETY: bounds-checked above.
         let word = unsafe { *word };
-        sum += match rest {
+        sum += match left {
             1 => (word[3] as u32) << 8,
             2 => u16::from_be_bytes([word[2], word[3]]) as u32,
             _ => u16::from_be_bytes([word[1], word[2]]) as u32 + ((word[3] as u32) << 8),
@@ -993,46 +1057,642 @@ fn sum_bytes(ctx: &XdpContext, start: usize, length: usize) -> Option<u32> {
     Some(sum)
 }
 
+/// The kernel's (native-order, unfolded) one's complement sum of `N` bytes at `at`.
+#[inline(always)]
+fn chunk_sum<const N: usize>(ctx: &XdpContext, at: usize) -> Option<u32> {
+    if at > MAX_LINK + IPV6_HEADER + IPV6_HEADER + 8 + MAX_SUMMED {
+        return None;
+    }
+    let chunk: *mut [u8; N] = ptr_at(ctx, at)?;
+    // SAFETY: `N` bytes bounds-checked above; no `from` buffer.
+    let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, chunk as *mut u32, N as u32, 0) };
+    if sum < 0 { None } else { Some(sum as u32) }
+}
+
+/// Bound on the start of a quoted transport header, for the verifier: link, outer IPv4 header
+/// with options, ICMP header, quoted IPv4 header with options.
+const MAX_QUOTED_L4: usize = MAX_LINK + 60 + 8 + 60;
+/// Where the quoted transport header sits once an ICMPv4 error is translated: after the IPv6
+/// header, the ICMPv6 header and the quoted IPv6 header.
+const TRANSLATED_QUOTE_V6: usize = IPV6_HEADER + 8 + IPV6_HEADER;
+/// Once an ICMPv6 error is translated: IPv4 header, ICMPv4 header, quoted IPv4 header.
+const TRANSLATED_QUOTE_V4: usize = IPV4_HEADER + 8 + IPV4_HEADER;
+
+/// The two headers of an ICMPv4 error that change: the ICMP header and the quoted IPv4 header
+/// (its options, if any, are dropped in the translation).
+#[repr(C)]
+struct Icmp4ErrorHead {
+    icmp: [u8; 8],
+    quoted: [u8; IPV4_HEADER],
+}
+
+/// An ICMPv6 error without extension headers up to its quoted transport header: the IPv6
+/// header, the ICMPv6 header and the quoted IPv6 header.
+pub const ICMP6_ERROR_HEAD: usize = IPV6_HEADER + 8 + IPV6_HEADER;
+
 /// ICMPv4 error from the internet about a NAT64 session (the quoted packet left from the public
-/// endpoint; `nat44::quoted_session` found the client): translated to ICMPv6 per RFC 7915 s4.2.
-#[inline(never)]
+/// endpoint; `nat44::quoted_session` found the client): translated to ICMPv6 per RFC 7915 s4.2,
+/// the quoted packet with it (RFC 6146 s3.5.3): outer source `prefix + source` (the gateway's
+/// own prefixed address when RFC 6052 forbids that one, RFC 6791), quoted packet from the client
+/// to `prefix + destination` with the client's port, the result at most 1280 bytes, and the
+/// ICMPv6 checksum computed over it.
+#[inline(always)]
 pub fn icmp_error_inbound(
     ctx: &XdpContext,
     packet: &Ipv4Packet,
     ingress: u32,
     work: &mut NatWork,
 ) -> u32 {
-    let _ = (
-        ctx,
-        work,
-        bpf_xdp_adjust_tail as usize,
-        MAX_ICMPV6_ERROR,
-        MAX_ICMPV4_ERROR,
-    );
-    let _ = (icmp4_to_icmp6 as usize, icmp6_to_icmp4 as usize);
-    let _: Option<Icmp4To6> = None;
-    let _: Option<Icmp6To4> = None;
-    reject4(
+    let Some(info) = NAT_GATEWAYS.get(work.gateway as u32) else {
+        return reject4(packet, ingress, Counter::DropNatNoGateway, u32::MAX);
+    };
+    work.info = *info;
+    let subnet_index = work.subnet_index;
+    if let Err(reason) = read_icmp4_error(ctx, packet, work) {
+        return reject4(packet, ingress, reason, subnet_index);
+    }
+    work.translated = flow::Translated {
+        src: work.remote6,
+        dst: work.private6,
+        ports: (work.icmp_type as u32) << 16 | work.icmp_code as u32,
+    };
+    flow::account_v4_translated(
         packet,
         ingress,
-        Counter::DropNat64IcmpUntranslatable,
-        u32::MAX,
-    )
+        &work.translated,
+        Handling::new(target::NAT_GATEWAY, direction::INGRESS, None, subnet_index),
+    );
+    if let Err(reason) = write_icmp6_error(ctx, work) {
+        return drop(reason);
+    }
+    count(Counter::Nat64IcmpErrorTranslatedInbound);
+    count(Counter::ForwardNat64Inbound);
+    nat44::count_bytes(
+        Counter::NatPacketsOutToSource,
+        Counter::NatBytesOutToSource,
+        work.packet6.total_length,
+    );
+    forwarding::ipv6(ctx, &work.packet6, ingress)
 }
 
-/// ICMPv6 error from a client about a NAT64 reply: translated to ICMPv4 per RFC 7915 s5.2.
+/// Reads what the ICMPv6 error is made of into the work area: type, code and the rest of the
+/// header in ICMPv6 terms, the outer source, the quoted header's fields, the sizes.
 #[inline(never)]
-fn icmp_error_outbound(
+fn read_icmp4_error(
+    ctx: &XdpContext,
+    packet: &Ipv4Packet,
+    work: &mut NatWork,
+) -> Result<(), Counter> {
+    let l3 = packet.l3;
+    let l4 = packet.l4;
+    if (l3 != 14 && l3 != MAX_LINK) || l4 > MAX_LINK + 60 || l4 < l3 + IPV4_HEADER {
+        return Err(Counter::DropMalformedIpv4);
+    }
+    // Outer header, ICMP header and quoted header copied into the work area, off the stack.
+    let outer: *const [u8; IPV4_HEADER] = ptr_at(ctx, l3).ok_or(Counter::DropTruncatedIpv4)?;
+    // SAFETY: bounds-checked above.
+    let outer = unsafe { &*outer };
+    work.error_head[..IPV4_HEADER].copy_from_slice(outer);
+    let head: *const Icmp4ErrorHead = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedIcmp)?;
+    // SAFETY: bounds-checked above.
+    let (icmp, quoted) = unsafe { (&(*head).icmp, &(*head).quoted) };
+    work.error_head[IPV4_HEADER..IPV4_HEADER + 8].copy_from_slice(icmp);
+    work.error_head[Q4..Q4 + IPV4_HEADER].copy_from_slice(quoted);
+    let quoted_header = ((work.error_head[Q4] & 0x0f) as usize) << 2;
+    let quoted_l4 = l4 + 8 + quoted_header;
+    let end = l3 + packet.total_length as usize;
+    if quoted_header < IPV4_HEADER || quoted_l4 > MAX_QUOTED_L4 || quoted_l4 + 8 > end {
+        return Err(Counter::DropTruncatedIcmp);
+    }
+    if map_icmp4_error(work) != 0 {
+        return Err(Counter::DropNat64IcmpUntranslatable);
+    }
+    // RFC 6791: a source the prefix may not carry (a router with a private address behind the
+    // well-known prefix) is replaced by the gateway's own public address.
+    let router = u32::from_be_bytes([
+        work.error_head[12],
+        work.error_head[13],
+        work.error_head[14],
+        work.error_head[15],
+    ]);
+    if embed_into(work, router, INTO_REMOTE6) != 0
+        && embed_into(
+            work,
+            u32::from_be_bytes(work.info.public_ips[0]),
+            INTO_REMOTE6,
+        ) != 0
+    {
+        return Err(Counter::DropNat64NonGlobal);
+    }
+    let h = &work.error_head;
+    let quoted_src = [h[Q4 + 12], h[Q4 + 13], h[Q4 + 14], h[Q4 + 15]];
+    let quoted_dst = [h[Q4 + 16], h[Q4 + 17], h[Q4 + 18], h[Q4 + 19]];
+    if embed_into(work, u32::from_be_bytes(quoted_dst), INTO_QUOTED_REMOTE6) != 0 {
+        return Err(Counter::DropNat64NonGlobal);
+    }
+    let h = &work.error_head;
+    let quoted_total = u16::from_be_bytes([h[Q4 + 2], h[Q4 + 3]]);
+    work.tos = h[1];
+    work.ttl = h[8];
+    work.quoted_tos = h[Q4 + 1];
+    work.quoted_ttl = h[Q4 + 8];
+    work.quoted_protocol = h[Q4 + 9];
+    work.quoted_payload_length = quoted_total.saturating_sub(quoted_header as u16);
+    work.quoted_old_sum = sum4(quoted_src) + sum4(quoted_dst);
+    work.l3 = l3 as u16;
+    work.l4 = quoted_l4 as u16;
+    // The quoted transport bytes the message holds, cut so that the IPv6 packet fits 1280.
+    work.transport_length = (end - quoted_l4).min(MAX_ICMPV6_ERROR - TRANSLATED_QUOTE_V6) as u16;
+    Ok(())
+}
+
+/// Where the quoted IPv4 header sits in `work.error_head` (after the outer and ICMP headers).
+const Q4: usize = IPV4_HEADER + 8;
+
+/// RFC 7915 s4.2 for the ICMPv4 error in `work.error_head`: the ICMPv6 type, code and rest of
+/// header into the work area; 1 when it has no translation. Out of line: the table branches a
+/// few dozen ways, and the verifier should follow them here, not each through the caller.
+#[inline(never)]
+fn map_icmp4_error(work: &mut NatWork) -> u32 {
+    let h = &work.error_head;
+    let icmp = [h[IPV4_HEADER], h[IPV4_HEADER + 1], h[IPV4_HEADER + 4]];
+    let mtu = u16::from_be_bytes([h[IPV4_HEADER + 6], h[IPV4_HEADER + 7]]);
+    let quoted_total = u16::from_be_bytes([h[Q4 + 2], h[Q4 + 3]]);
+    let (icmp6_type, icmp6_code, rest) = match icmp4_to_icmp6(icmp[0], icmp[1], icmp[2]) {
+        Icmp4To6::Error {
+            icmp6_type,
+            icmp6_code,
+        } => (icmp6_type, icmp6_code, 0u32),
+        Icmp4To6::PacketTooBig => (
+            rfc::icmp6_type::PACKET_TOO_BIG,
+            0,
+            rfc::ipv6_mtu_from_ipv4(mtu, quoted_total),
+        ),
+        Icmp4To6::ParameterProblem {
+            icmp6_code,
+            pointer,
+        } => (rfc::icmp6_type::PARAMETER_PROBLEM, icmp6_code, pointer),
+        Icmp4To6::Query { .. } | Icmp4To6::Drop => return 1,
+    };
+    work.icmp_type = icmp6_type;
+    work.icmp_code = icmp6_code;
+    work.icmp_rest = rest.to_be_bytes();
+    0
+}
+
+/// RFC 7915 s5.2 for the ICMPv6 error in `work.error_head` (see [`map_icmp4_error`]).
+#[inline(never)]
+fn map_icmp6_error(work: &mut NatWork) -> u32 {
+    let h = &work.error_head;
+    let (icmp_type, icmp_code) = (h[IPV6_HEADER], h[IPV6_HEADER + 1]);
+    let pointer = u32::from_be_bytes([
+        h[IPV6_HEADER + 4],
+        h[IPV6_HEADER + 5],
+        h[IPV6_HEADER + 6],
+        h[IPV6_HEADER + 7],
+    ]);
+    let (icmp4_type, icmp4_code, rest) = match icmp6_to_icmp4(icmp_type, icmp_code, pointer) {
+        Icmp6To4::Error {
+            icmp4_type,
+            icmp4_code,
+        } => (icmp4_type, icmp4_code, [0u8; 4]),
+        Icmp6To4::FragmentationNeeded => {
+            let mtu = rfc::ipv4_mtu_from_ipv6(pointer).to_be_bytes();
+            (
+                rfc::icmp4_type::DESTINATION_UNREACHABLE,
+                4,
+                [0, 0, mtu[0], mtu[1]],
+            )
+        }
+        Icmp6To4::ParameterProblem { pointer } => {
+            (rfc::icmp4_type::PARAMETER_PROBLEM, 0, [pointer, 0, 0, 0])
+        }
+        Icmp6To4::Query { .. } | Icmp6To4::Drop => return 1,
+    };
+    work.icmp_type = icmp4_type;
+    work.icmp_code = icmp4_code;
+    work.icmp_rest = rest;
+    0
+}
+
+/// Rewrites the frame as the ICMPv6 error `read_icmp4_error` prepared.
+#[inline(never)]
+fn write_icmp6_error(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter> {
+    let l3 = work.l3 as usize;
+    let quoted_l4 = work.l4 as usize;
+    if (l3 != 14 && l3 != MAX_LINK) || quoted_l4 > MAX_QUOTED_L4 || quoted_l4 < l3 + 56 {
+        return Err(Counter::DropMalformedIpv4);
+    }
+    save_link(ctx, work)?;
+    let kept = work.transport_length as usize;
+    let grow = TRANSLATED_QUOTE_V6 as i32 - (quoted_l4 - l3) as i32;
+    // SAFETY: moves the frame's start; every pointer is derived again below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow) } != 0 {
+        return Err(Counter::DropNat64HeadAdjust);
+    }
+    cut_frame(ctx, l3 + TRANSLATED_QUOTE_V6 + kept)?;
+    restore_link(ctx, work, ETH_P_IPV6)?;
+    let payload = (8 + IPV6_HEADER + kept) as u16;
+    let heads: *mut [u8; TRANSLATED_QUOTE_V6] =
+        ptr_at(ctx, l3).ok_or(Counter::DropNat64HeadAdjust)?;
+    // SAFETY: bounds-checked above.
+    let h = unsafe { &mut *heads };
+    // The outer IPv6 header.
+    h[0] = 0x60 | (work.tos >> 4);
+    h[1] = work.tos << 4;
+    h[2] = 0;
+    h[3] = 0;
+    h[4..6].copy_from_slice(&payload.to_be_bytes());
+    h[6] = IPPROTO_ICMPV6;
+    h[7] = work.ttl;
+    h[8..24].copy_from_slice(&work.remote6);
+    h[24..40].copy_from_slice(&work.private6);
+    // The ICMPv6 header (checksum below).
+    h[40] = work.icmp_type;
+    h[41] = work.icmp_code;
+    h[42] = 0;
+    h[43] = 0;
+    h[44..48].copy_from_slice(&work.icmp_rest);
+    // The quoted IPv6 header: from the client to the prefixed destination, as it left the client.
+    let quoted_next = if work.quoted_protocol == IPPROTO_ICMP {
+        IPPROTO_ICMPV6
+    } else {
+        work.quoted_protocol
+    };
+    h[48] = 0x60 | (work.quoted_tos >> 4);
+    h[49] = work.quoted_tos << 4;
+    h[50] = 0;
+    h[51] = 0;
+    h[52..54].copy_from_slice(&work.quoted_payload_length.to_be_bytes());
+    h[54] = quoted_next;
+    h[55] = work.quoted_ttl;
+    h[56..72].copy_from_slice(&work.private6);
+    h[72..88].copy_from_slice(&work.quoted_remote6);
+    let new_sum = sum16(&work.private6) + sum16(&work.quoted_remote6);
+    translate_quoted_transport(ctx, work, l3 + TRANSLATED_QUOTE_V6, new_sum, true)?;
+    // The checksum over the ICMPv6 message and its pseudo-header.
+    let icmp = l3 + IPV6_HEADER;
+    let length = payload as usize;
+    let sum = sum_bytes(ctx, icmp, length).ok_or(Counter::DropTruncatedIcmp)?;
+    let pseudo =
+        sum16(&work.remote6) + sum16(&work.private6) + length as u32 + IPPROTO_ICMPV6 as u32;
+    let check = !fold(fold(sum) as u32 + fold(pseudo) as u32);
+    let field: *mut [u8; 2] = ptr_at(ctx, icmp + 2).ok_or(Counter::DropTruncatedIcmp)?;
+    // SAFETY: bounds-checked above.
+    unsafe { *field = check.to_be_bytes() };
+    work.packet6.l3 = l3;
+    work.packet6.vlan_tagged = l3 != 14;
+    work.packet6.src = work.remote6;
+    work.packet6.dst = work.private6;
+    work.packet6.next_header = IPPROTO_ICMPV6;
+    work.packet6.hop_limit = work.ttl;
+    work.packet6.total_length = IPV6_HEADER as u16 + payload;
+    work.packet6.src_port = work.icmp_type as u16;
+    work.packet6.dst_port = work.icmp_code as u16;
+    work.packet6.tcp_flags = 0;
+    Ok(())
+}
+
+/// Cuts the frame to `length` bytes when it is longer (an error over the size limit, or link
+/// padding).
+#[inline(always)]
+fn cut_frame(ctx: &XdpContext, length: usize) -> Result<(), Counter> {
+    let current = ctx.data_end() - ctx.data();
+    if current > length {
+        // SAFETY: shrinking the frame; pointers are derived again afterwards.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -((current - length) as i32)) } != 0 {
+            return Err(Counter::DropNat64HeadAdjust);
+        }
+    }
+    Ok(())
+}
+
+/// The transport header an ICMP error quotes, at `at`, moved to the other family: the port (or
+/// echo identifier) of the NAT64 client side swapped, ICMP echo types changed, and its checksum
+/// updated for the new addresses when the quote holds it (`work.quoted_old_sum` are the old
+/// addresses' words, `new_sum` the new ones'). `to_ipv6`: the quote was IPv4 (an inbound error
+/// quotes the client's packet: its source port public -> private); otherwise it was IPv6 (an
+/// outbound error quotes a reply: its destination port private -> public).
+#[inline(always)]
+fn translate_quoted_transport(
+    ctx: &XdpContext,
+    work: &NatWork,
+    at: usize,
+    new_sum: u32,
+    to_ipv6: bool,
+) -> Result<(), Counter> {
+    if at > MAX_LINK + TRANSLATED_QUOTE_V6 {
+        return Err(Counter::DropTruncatedIcmp);
+    }
+    let kept = work.transport_length as usize;
+    let quote: *mut [u8; 8] = ptr_at(ctx, at).ok_or(Counter::DropTruncatedIcmp)?;
+    // SAFETY: bounds-checked above.
+    let q = unsafe { &mut *quote };
+    let (old_port, new_port) = if to_ipv6 {
+        (work.public_port, work.private_port)
+    } else {
+        (work.private_port, work.public_port)
+    };
+    let port_at = match work.quoted_protocol {
+        IPPROTO_TCP | IPPROTO_UDP if to_ipv6 => 0,
+        IPPROTO_TCP | IPPROTO_UDP => 2,
+        _ => 4,
+    };
+    let port_at = port_at & 7;
+    q[port_at] = (new_port >> 8) as u8;
+    q[(port_at + 1) & 7] = new_port as u8;
+    let old_words = work.quoted_old_sum + old_port as u32;
+    let new_words = new_sum + new_port as u32;
+    match work.quoted_protocol {
+        IPPROTO_UDP => {
+            let check = u16::from_be_bytes([q[6], q[7]]);
+            if check != 0 {
+                let mut updated = replace_sum(check, old_words, new_words);
+                if updated == 0 {
+                    updated = 0xffff;
+                }
+                q[6..8].copy_from_slice(&updated.to_be_bytes());
+            }
+        }
+        IPPROTO_TCP => {
+            // The TCP checksum is only there when the quote holds 18 bytes.
+            if kept >= 18 {
+                let tcp: *mut [u8; 18] = ptr_at(ctx, at).ok_or(Counter::DropTruncatedIcmp)?;
+                // SAFETY: bounds-checked above.
+                let t = unsafe { &mut *tcp };
+                let check = u16::from_be_bytes([t[16], t[17]]);
+                let updated = replace_sum(check, old_words, new_words);
+                t[16..18].copy_from_slice(&updated.to_be_bytes());
+            }
+        }
+        _ => {
+            // An ICMP echo quoted: the type moves to the other family and the pseudo-header,
+            // which only ICMPv6 covers, comes in or goes out (with the quoted payload length).
+            let old_type = u16::from_be_bytes([q[0], q[1]]) as u32;
+            q[0] = match (to_ipv6, q[0]) {
+                (true, rfc::icmp4_type::ECHO_REQUEST) => rfc::icmp6_type::ECHO_REQUEST,
+                (true, _) => rfc::icmp6_type::ECHO_REPLY,
+                (false, rfc::icmp6_type::ECHO_REPLY) => rfc::icmp4_type::ECHO_REPLY,
+                (false, _) => rfc::icmp4_type::ECHO_REQUEST,
+            };
+            let new_type = u16::from_be_bytes([q[0], q[1]]) as u32;
+            let pseudo = work.quoted_payload_length as u32 + IPPROTO_ICMPV6 as u32;
+            let (old, new) = if to_ipv6 {
+                (
+                    old_type + old_port as u32,
+                    new_sum + pseudo + new_type + new_port as u32,
+                )
+            } else {
+                (
+                    work.quoted_old_sum + pseudo + old_type + old_port as u32,
+                    new_type + new_port as u32,
+                )
+            };
+            let check = replace_sum(u16::from_be_bytes([q[2], q[3]]), old, new);
+            q[2..4].copy_from_slice(&check.to_be_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// ICMPv6 error from a client about a NAT64 reply (the quoted packet came from
+/// `prefix + remote` to the client): translated to ICMPv4 per RFC 7915 s5.2 from the session's
+/// public address to the remote, the quoted packet translated back to the IPv4 it was (remote to
+/// public endpoint), at most 576 bytes, the ICMPv4 checksum computed.
+#[inline(always)]
+pub fn icmp_error_outbound(
     ctx: &XdpContext,
     packet: &Ipv6Packet,
     ingress: u32,
     work: &mut NatWork,
 ) -> u32 {
-    let _ = (ctx, work);
-    reject6(
+    let subnet_index = work.subnet_index;
+    if let Err(reason) = read_icmp6_error(ctx, packet, work) {
+        return reject6(packet, ingress, reason, subnet_index);
+    }
+    if nat44::lookup_quoted_outbound(work) != 0 {
+        return reject6(
+            packet,
+            ingress,
+            Counter::DropNatIcmpErrorNoFlow,
+            subnet_index,
+        );
+    }
+    work.translated = flow::Translated {
+        src: flow::widen(work.public_addr),
+        dst: flow::widen(work.dst),
+        ports: (work.icmp_type as u32) << 16 | work.icmp_code as u32,
+    };
+    flow::account_v6_translated(
         packet,
         ingress,
-        Counter::DropNat64IcmpUntranslatable,
-        u32::MAX,
+        &work.translated,
+        Handling::new(target::NAT_GATEWAY, direction::EGRESS, None, subnet_index),
+    );
+    if let Err(reason) = write_icmp4_error(ctx, work) {
+        return drop(reason);
+    }
+    count(Counter::Nat64IcmpErrorTranslatedOutbound);
+    count(Counter::ForwardNat64Outbound);
+    nat44::count_bytes(
+        Counter::NatPacketsOutToDestination,
+        Counter::NatBytesOutToDestination,
+        work.packet4.total_length,
+    );
+    forwarding::ipv4(
+        ctx,
+        &work.packet4,
+        work.packet4.src,
+        work.packet4.dst,
+        ingress,
     )
+}
+
+/// Reads an ICMPv6 error from a client and the reply it quotes, and sets up the session lookup
+/// (`work.out_key`) for `nat44::lookup_quoted_outbound`. Errors with extension headers, outer or
+/// quoted, are not translated.
+#[inline(never)]
+fn read_icmp6_error(
+    ctx: &XdpContext,
+    packet: &Ipv6Packet,
+    work: &mut NatWork,
+) -> Result<(), Counter> {
+    let l3 = packet.l3;
+    if (l3 != 14 && l3 != MAX_LINK) || work.l4 as usize != l3 + IPV6_HEADER {
+        return Err(Counter::DropNat64IcmpUntranslatable);
+    }
+    let head: *const [u8; ICMP6_ERROR_HEAD] = ptr_at(ctx, l3).ok_or(Counter::DropTruncatedIcmp)?;
+    // SAFETY: bounds-checked above; copied into the work area, off the stack.
+    work.error_head = unsafe { *head };
+    let quoted_l4 = l3 + ICMP6_ERROR_HEAD;
+    let end = l3 + packet.total_length as usize;
+    if quoted_l4 + 8 > end {
+        return Err(Counter::DropTruncatedIcmp);
+    }
+    if map_icmp6_error(work) != 0 {
+        return Err(Counter::DropNat64IcmpUntranslatable);
+    }
+    let h = &work.error_head;
+    work.tos = (h[0] << 4) | (h[1] >> 4);
+    work.ttl = h[7];
+    work.quoted_tos = (h[48] << 4) | (h[49] >> 4);
+    work.quoted_ttl = h[55];
+    work.quoted_payload_length = u16::from_be_bytes([h[52], h[53]]);
+    let quoted_next = h[54];
+    // The quoted reply: from `prefix + remote` to the client (the error's sender).
+    for i in 0..16 {
+        work.remote6[i] = work.error_head[56 + i];
+        work.private6[i] = work.error_head[72 + i];
+    }
+    if work.private6 != packet.src {
+        return Err(Counter::DropNatIcmpErrorNoFlow);
+    }
+    let prefix = prefix_of(work);
+    if !prefix.contains(&work.remote6) {
+        return Err(Counter::DropNatIcmpErrorNoFlow);
+    }
+    work.dst = prefix
+        .extract(&work.remote6)
+        .ok_or(Counter::DropNatIcmpErrorNoFlow)?;
+    let transport: *const [u8; 8] = ptr_at(ctx, quoted_l4).ok_or(Counter::DropTruncatedIcmp)?;
+    // SAFETY: bounds-checked above.
+    let t = unsafe { *transport };
+    let (protocol, remote_port, client_port) = match quoted_next {
+        IPPROTO_TCP | IPPROTO_UDP => (
+            quoted_next,
+            u16::from_be_bytes([t[0], t[1]]),
+            u16::from_be_bytes([t[2], t[3]]),
+        ),
+        IPPROTO_ICMPV6 if t[0] == rfc::icmp6_type::ECHO_REPLY => {
+            (IPPROTO_ICMP, 0, u16::from_be_bytes([t[4], t[5]]))
+        }
+        _ => return Err(Counter::DropNatIcmpErrorNoFlow),
+    };
+    work.protocol = protocol;
+    work.quoted_protocol = protocol;
+    work.private_port = client_port;
+    work.out_key = gateway_common::conntrack::ConnKey {
+        inside_addr: work.private6,
+        remote_addr: flow::widen(work.dst),
+        inside_port: client_port,
+        remote_port,
+        protocol,
+        family: family::IPV6,
+        kind: gateway_common::conntrack::kind::NAT64_OUT,
+        _pad: 0,
+    };
+    work.quoted_old_sum = sum16(&work.remote6) + sum16(&work.private6);
+    work.l3 = l3 as u16;
+    work.l4 = quoted_l4 as u16;
+    work.transport_length = (end - quoted_l4).min(MAX_ICMPV4_ERROR - TRANSLATED_QUOTE_V4) as u16;
+    Ok(())
+}
+
+/// Rewrites the frame as the ICMPv4 error `read_icmp6_error` prepared (the session's public
+/// endpoint is in `work.public_addr`/`public_port`).
+#[inline(never)]
+fn write_icmp4_error(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter> {
+    let l3 = work.l3 as usize;
+    let quoted_l4 = work.l4 as usize;
+    if (l3 != 14 && l3 != MAX_LINK)
+        || quoted_l4 > MAX_NAT64_L4 + 8 + IPV6_HEADER
+        || quoted_l4 < l3 + TRANSLATED_QUOTE_V4
+    {
+        return Err(Counter::DropTruncatedIpv6);
+    }
+    save_link(ctx, work)?;
+    let kept = work.transport_length as usize;
+    let shrink = (quoted_l4 - l3 - TRANSLATED_QUOTE_V4) as i32;
+    // SAFETY: moves the frame's start; every pointer is derived again below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, shrink) } != 0 {
+        return Err(Counter::DropNat64HeadAdjust);
+    }
+    cut_frame(ctx, l3 + TRANSLATED_QUOTE_V4 + kept)?;
+    restore_link(ctx, work, ETH_P_IPV4)?;
+    let total = (TRANSLATED_QUOTE_V4 + kept) as u16;
+    let quoted_total = IPV4_HEADER as u16 + work.quoted_payload_length;
+    let heads: *mut [u8; TRANSLATED_QUOTE_V4] =
+        ptr_at(ctx, l3).ok_or(Counter::DropNat64HeadAdjust)?;
+    // SAFETY: bounds-checked above.
+    let h = unsafe { &mut *heads };
+    // The outer IPv4 header.
+    write_ipv4_header(
+        h,
+        0,
+        [work.tos, IPPROTO_ICMP, work.ttl],
+        total,
+        work.public_addr,
+        work.dst,
+    );
+    // The ICMPv4 header (checksum below).
+    h[20] = work.icmp_type;
+    h[21] = work.icmp_code;
+    h[22] = 0;
+    h[23] = 0;
+    h[24..28].copy_from_slice(&work.icmp_rest);
+    // The quoted IPv4 header: the reply as it arrived from the remote at the public endpoint.
+    write_ipv4_header(
+        h,
+        28,
+        [work.quoted_tos, work.quoted_protocol, work.quoted_ttl],
+        quoted_total,
+        work.dst,
+        work.public_addr,
+    );
+    let new_sum = sum4(work.dst) + sum4(work.public_addr);
+    translate_quoted_transport(ctx, work, l3 + TRANSLATED_QUOTE_V4, new_sum, false)?;
+    let icmp = l3 + IPV4_HEADER;
+    let length = total as usize - IPV4_HEADER;
+    let sum = sum_bytes(ctx, icmp, length).ok_or(Counter::DropTruncatedIcmp)?;
+    let check = !fold(sum);
+    let field: *mut [u8; 2] = ptr_at(ctx, icmp + 2).ok_or(Counter::DropTruncatedIcmp)?;
+    // SAFETY: bounds-checked above.
+    unsafe { *field = check.to_be_bytes() };
+    let (public, remote) = (work.public_addr, work.dst);
+    let out = &mut work.packet4;
+    out.l3 = l3;
+    out.l4 = l3 + IPV4_HEADER;
+    out.vlan_tagged = l3 != 14;
+    out.src = public;
+    out.dst = remote;
+    out.protocol = IPPROTO_ICMP;
+    out.total_length = total;
+    out.later_fragment = false;
+    out.src_port = 0;
+    out.dst_port = 0;
+    out.tcp_flags = 0;
+    out.icmp_error = true;
+    Ok(())
+}
+
+/// An option-less IPv4 header at `at` of `h`: `[tos, protocol, ttl]`, identification 0 and DF
+/// clear (an ICMP error is never fragmented on the way), its checksum computed.
+#[inline(always)]
+fn write_ipv4_header(
+    h: &mut [u8; TRANSLATED_QUOTE_V4],
+    at: usize,
+    fields: [u8; 3],
+    total: u16,
+    src: [u8; 4],
+    dst: [u8; 4],
+) {
+    if at + IPV4_HEADER > TRANSLATED_QUOTE_V4 {
+        return;
+    }
+    let mut header = [0u8; IPV4_HEADER];
+    header[0] = 0x45;
+    header[1] = fields[0];
+    header[2..4].copy_from_slice(&total.to_be_bytes());
+    header[8] = fields[2];
+    header[9] = fields[1];
+    header[12..16].copy_from_slice(&src);
+    header[16..20].copy_from_slice(&dst);
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < IPV4_HEADER {
+        sum += u16::from_be_bytes([header[i], header[i + 1]]) as u32;
+        i += 2;
+    }
+    header[10..12].copy_from_slice(&(!fold(sum)).to_be_bytes());
+    h[at..at + IPV4_HEADER].copy_from_slice(&header);
 }

@@ -8,7 +8,7 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf,
     maps::{
-        Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuHashMap,
+        Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuHashMap, ProgramArray,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
@@ -18,7 +18,7 @@ use gateway_common::{
     conntrack::{ConnEntry, ConnKey, Timeouts, kind},
     maps::{
         FlowKey, FlowStats, InterfaceInfo, RouteKeyV4, RouteKeyV6, RouteTarget, SubnetInfo,
-        XDP_PROGRAM, family, names, role, target,
+        XDP_PROGRAM, family, names, role, tail, target,
     },
     nat::{
         MAX_NAT_GATEWAYS, MAX_PUBLIC_IPS, NatGatewayInfo, NatMapping, NatMappingKey, mapping,
@@ -202,6 +202,8 @@ impl MapPlan {
 pub struct Dataplane {
     ebpf: Ebpf,
     links: Vec<XdpLinkId>,
+    /// Held open: the kernel empties a program array once user space closes it.
+    _tail_programs: ProgramArray<MapData>,
 }
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
@@ -221,9 +223,27 @@ impl Dataplane {
         program
             .load()
             .context("the kernel refused the XDP program (verifier)")?;
+        let mut tail_programs = ProgramArray::try_from(
+            ebpf.take_map(names::TAIL_PROGRAMS)
+                .context("map TAIL_PROGRAMS missing from the eBPF object")?,
+        )?;
+        for (slot, name) in tail::PROGRAMS.iter().enumerate() {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("XDP program {name} missing from the object"))?
+                .try_into()
+                .with_context(|| format!("program {name} is not XDP"))?;
+            program
+                .load()
+                .with_context(|| format!("the kernel refused XDP program {name} (verifier)"))?;
+            tail_programs
+                .set(slot as u32, program.fd()?, 0)
+                .with_context(|| format!("installing XDP program {name}"))?;
+        }
         Ok(Dataplane {
             ebpf,
             links: Vec::new(),
+            _tail_programs: tail_programs,
         })
     }
 

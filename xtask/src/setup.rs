@@ -30,6 +30,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "traceroute",
     "netcat-openbsd",
     "procps",
+    // The NAT64 baseline of `cargo xtask bench` (scenario S6), which runs its own instance in a
+    // namespace; the package's system service is not used.
+    "tayga",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

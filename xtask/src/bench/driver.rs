@@ -23,6 +23,7 @@ use super::{
     programs::{self, BenchPrograms},
     report::{PerfStatus, RatioRow, Throughput, VariantRun},
     stats::{Ratio, Summary},
+    tayga,
     topology::{self, Topology},
 };
 
@@ -78,6 +79,9 @@ pub enum Variant {
     /// No XDP on the gateway: the kernel's forwarding with conntrack and the source NAT rule of
     /// [`nftables::nat_ruleset`] (the NAT44 baseline; reported as "nftables").
     NftablesNat,
+    /// No XDP on the gateway: TAYGA on a TUN device translates, nftables translates its pool to
+    /// the public IPs, the kernel forwards (the NAT64 baseline, see [`tayga`]).
+    Tayga,
 }
 
 impl Variant {
@@ -89,6 +93,7 @@ impl Variant {
             Variant::Nftables => "nftables",
             Variant::Drop => "drop",
             Variant::NftablesNat => "nftables",
+            Variant::Tayga => "tayga",
         }
     }
 
@@ -106,14 +111,25 @@ impl Variant {
                 "no XDP on the gateway: Linux forwarding with conntrack and an nftables source NAT \
                  rule (snat to the NAT gateway's 8 public IPs on the internet interface)"
             }
+            Variant::Tayga => {
+                "no XDP on the gateway: TAYGA (stateless NAT64 on a TUN device, dynamic pool) \
+                 with an nftables source NAT of its pool to the NAT gateway's 8 public IPs, \
+                 Linux forwarding"
+            }
         }
+    }
+
+    /// Whether the variant translates IPv6 to IPv4 in a NAT64 case (the static redirect does
+    /// not).
+    fn translates(self) -> bool {
+        matches!(self, Variant::Ours | Variant::Tayga)
     }
 
     /// Whether the variant keeps per-flow state that must know the flows before a trial.
     fn tracks_flows(self) -> bool {
         matches!(
             self,
-            Variant::Ours | Variant::Nftables | Variant::NftablesNat
+            Variant::Ours | Variant::Nftables | Variant::NftablesNat | Variant::Tayga
         )
     }
 }
@@ -191,6 +207,8 @@ struct Sample {
     delivered: u64,
     /// Delivered at the far end (the same as `delivered` for [`Metric::Delivered`]).
     reached_sink: u64,
+    /// Frame bytes of what reached the far end.
+    reached_sink_bytes: u64,
     seconds: f64,
 }
 
@@ -212,6 +230,17 @@ impl Sample {
     }
 }
 
+/// What a profiling trial measured besides the rate (see [`Bench::profile`]).
+struct Profile {
+    /// The device under test's XDP program, ns per run.
+    program_ns: Option<f64>,
+    /// The gateway CPU's cycles per delivered packet.
+    cycles_per_packet: Option<f64>,
+    /// A translating process's (TAYGA's) CPU time per delivered packet (ns) and its share of
+    /// the trial's wall-clock time.
+    process: Option<(f64, f64)>,
+}
+
 /// A throughput case: one frame stream, several variants, ratios to report.
 pub struct Case {
     pub scenario: &'static str,
@@ -225,6 +254,10 @@ pub struct Case {
     pub variants: Vec<Variant>,
     /// (numerator, denominator, target).
     pub ratios: Vec<(Variant, Variant, Option<f64>)>,
+    /// IPv6 frames to the NAT64 prefix: the variants that translate ([`Variant::translates`])
+    /// must deliver IPv4 frames 20 bytes shorter, the others the frames as sent (checked at the
+    /// sink by the bytes per packet of every trial).
+    pub nat64: bool,
 }
 
 /// Frames per live-frames batch: the kernel's maximum, which also sizes the generator's page
@@ -238,6 +271,10 @@ const GENERATOR_REPEAT: u32 = 1 << 26;
 pub struct Bench {
     // Fields drop in declaration order: programs and the gateway detach before the namespaces go.
     gateway: Option<Gateway>,
+    /// TAYGA, once a case has used it: it keeps running (idle while another variant is on, since
+    /// XDP then takes every frame before the kernel sees it) so that its mappings and the
+    /// kernel's conntrack entries stay primed, until [`Bench::stop_tayga`].
+    tayga: Option<tayga::Tayga>,
     attached: Attached,
     /// What the gateway namespace runs now, and for which direction.
     current: (Variant, Direction),
@@ -255,6 +292,7 @@ impl Bench {
     pub fn new(options: Options) -> anyhow::Result<Bench> {
         install_signal_handlers();
         super::netns::remove_stale()?;
+        tayga::remove_stale();
         let topology = Topology::create()?;
         let resolve = |name: &'static str| {
             move || ifindex_of(name).with_context(|| format!("no interface {name}"))
@@ -317,6 +355,7 @@ impl Bench {
         };
         Ok(Bench {
             gateway: None,
+            tayga: None,
             attached: Attached::Nothing,
             current: (Variant::Kernel, Direction::Outbound),
             programs,
@@ -349,6 +388,16 @@ impl Bench {
             Ok(plan)
         })?;
         self.gateway = Some(Gateway { dataplane, plan });
+        Ok(())
+    }
+
+    /// Stops TAYGA and takes down its device, routes and rules (the next case that uses it starts
+    /// from empty tables).
+    pub fn stop_tayga(&mut self) -> anyhow::Result<()> {
+        if self.current.0 == Variant::Tayga {
+            self.set_variant(Variant::Kernel, self.current.1)?;
+        }
+        self.tayga = None;
         Ok(())
     }
 
@@ -401,6 +450,14 @@ impl Bench {
             Variant::Kernel => {}
             Variant::Nftables => nftables::install(&self.topology.gateway)?,
             Variant::NftablesNat => nftables::install_nat(&self.topology.gateway)?,
+            Variant::Tayga => {
+                if self.tayga.is_none() {
+                    self.tayga = Some(tayga::Tayga::start(
+                        &self.topology.gateway,
+                        self.gateway_cpu,
+                    )?);
+                }
+            }
             Variant::Ours => {
                 let gateway = self
                     .gateway
@@ -558,14 +615,19 @@ impl Bench {
         }
         // Lets the rings fill and the device under test reach its steady state.
         std::thread::sleep(Duration::from_millis(20));
-        let read = |bench: &Bench| -> anyhow::Result<(u64, u64, u64, Instant)> {
+        let read = |bench: &Bench| -> anyhow::Result<(u64, u64, (u64, u64), Instant)> {
             let sent = bench.programs.generated()?;
-            let (reached_sink, _, _) = bench.programs.sink()?;
+            let (reached_sink, reached_sink_bytes, _) = bench.programs.sink()?;
             let counted = match metric {
                 Metric::Delivered => reached_sink,
                 Metric::Dropped => bench.dropped(variant)?,
             };
-            Ok((sent, counted, reached_sink, Instant::now()))
+            Ok((
+                sent,
+                counted,
+                (reached_sink, reached_sink_bytes),
+                Instant::now(),
+            ))
         };
         let (sent0, delivered0, sink0, t0) = read(self)?;
         let end = t0 + duration;
@@ -581,7 +643,8 @@ impl Bench {
         Ok(Sample {
             sent: sent1 - sent0,
             delivered: delivered1 - delivered0,
-            reached_sink: sink1 - sink0,
+            reached_sink: sink1.0 - sink0.0,
+            reached_sink_bytes: sink1.1 - sink0.1,
             seconds: (t1 - t0).as_secs_f64(),
         })
     }
@@ -601,13 +664,13 @@ impl Bench {
             }
             Variant::Drop => self.programs.dropped(),
             Variant::Nftables => nftables::dropped(&self.topology.gateway),
-            Variant::Kernel | Variant::FwdLimit | Variant::NftablesNat => {
+            Variant::Kernel | Variant::FwdLimit | Variant::NftablesNat | Variant::Tayga => {
                 bail!("{} keeps no drop count", variant.name())
             }
         }
     }
 
-    fn gateway_counters(&mut self) -> anyhow::Result<BTreeMap<String, u64>> {
+    pub fn gateway_counters(&mut self) -> anyhow::Result<BTreeMap<String, u64>> {
         Ok(self
             .gateway()?
             .dataplane
@@ -626,11 +689,13 @@ impl Bench {
         how: (Direction, Metric),
         template: &[u8],
         duration: Duration,
-    ) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+    ) -> anyhow::Result<Profile> {
         self.set_variant(variant, how.0)?;
         let program_totals = |bench: &mut Bench| -> anyhow::Result<Option<(Duration, u64)>> {
             let program: &Xdp = match variant {
-                Variant::Kernel | Variant::Nftables | Variant::NftablesNat => return Ok(None),
+                Variant::Kernel | Variant::Nftables | Variant::NftablesNat | Variant::Tayga => {
+                    return Ok(None);
+                }
                 Variant::Ours => bench.gateway()?.dataplane.program()?,
                 Variant::FwdLimit => bench.programs.program(programs::FWD_LIMIT)?,
                 Variant::Drop => bench.programs.program(programs::DROP)?,
@@ -645,7 +710,9 @@ impl Bench {
             (true, Some(cpu)) => Some(CpuCycles::start(cpu)?),
             _ => None,
         };
+        let process_before = self.tayga_cpu_time(variant)?;
         let sample = self.trial(variant, how, template, duration)?;
+        let process_after = self.tayga_cpu_time(variant)?;
         let cycles = cycles.map(CpuCycles::stop).transpose()?;
         let after = program_totals(self)?;
         drop(stats);
@@ -658,7 +725,30 @@ impl Bench {
         let cycles_per_packet = cycles
             .filter(|_| sample.delivered > 0)
             .map(|cycles| cycles as f64 / sample.delivered as f64);
-        Ok((program_ns, cycles_per_packet))
+        let process = match (process_before, process_after) {
+            (Some(before), Some(after)) if sample.delivered > 0 => {
+                let busy = (after - before).as_nanos() as f64;
+                Some((
+                    busy / sample.delivered as f64,
+                    busy / 1e9 / duration.as_secs_f64(),
+                ))
+            }
+            _ => None,
+        };
+        Ok(Profile {
+            program_ns,
+            cycles_per_packet,
+            process,
+        })
+    }
+
+    /// TAYGA's CPU time so far when `variant` is TAYGA (the translation runs in a process there,
+    /// out of the XDP statistics' sight).
+    fn tayga_cpu_time(&self, variant: Variant) -> anyhow::Result<Option<Duration>> {
+        match (variant, &self.tayga) {
+            (Variant::Tayga, Some(tayga)) => tayga.cpu_time().map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Checks the generator's real output against the frames built in userspace.
@@ -690,6 +780,15 @@ impl Bench {
     /// Measures a case: warm-up, then interleaved trials (A B C A B C ...), then a profiling
     /// trial per variant.
     pub fn measure(&mut self, case: &Case) -> anyhow::Result<Throughput> {
+        self.measure_with_trials(case, self.options.trials)
+    }
+
+    /// [`Bench::measure`] with `trials` trials per variant instead of the run's setting.
+    pub fn measure_with_trials(
+        &mut self,
+        case: &Case,
+        trials: usize,
+    ) -> anyhow::Result<Throughput> {
         let spec = &case.spec;
         spec.validate()?;
         let template = spec.frame(0);
@@ -708,7 +807,7 @@ impl Bench {
         }
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); case.variants.len()];
         let mut counters: BTreeMap<String, u64> = BTreeMap::new();
-        for round in 0..self.options.trials {
+        for round in 0..trials {
             for (slot, variant) in case.variants.iter().enumerate() {
                 self.prime_for(*variant, case).with_context(what)?;
                 let before = match variant {
@@ -760,6 +859,25 @@ impl Bench {
                         );
                     }
                 }
+                if case.nat64 && sample.reached_sink > 0 {
+                    // NAT64 takes the 40-byte IPv6 header off and puts a 20-byte IPv4 one on.
+                    let expected = if variant.translates() {
+                        spec.frame_len() - 20
+                    } else {
+                        spec.frame_len()
+                    };
+                    // The sink's two counters are read one after the other while frames
+                    // arrive: the quotient is a hair off, never by a byte.
+                    let bytes_per_packet =
+                        sample.reached_sink_bytes as f64 / sample.reached_sink as f64;
+                    ensure!(
+                        (bytes_per_packet - expected as f64).abs() < 0.5,
+                        "{}, {}: {bytes_per_packet:.1} bytes per frame at the sink instead of \
+                         {expected}",
+                        what(),
+                        variant.name()
+                    );
+                }
                 samples[slot].push(sample);
             }
         }
@@ -773,7 +891,7 @@ impl Bench {
         let mut variants = Vec::new();
         for (slot, variant) in case.variants.iter().enumerate() {
             self.prime_for(*variant, case).with_context(what)?;
-            let (program_ns, cycles) = self.profile(*variant, how, &template, trial)?;
+            let profile = self.profile(*variant, how, &template, trial)?;
             let of = |f: fn(&Sample) -> f64| {
                 Summary::of(&samples[slot].iter().map(f).collect::<Vec<_>>()).unwrap_or_default()
             };
@@ -784,8 +902,10 @@ impl Bench {
                 delivered_mpps_trials: samples[slot].iter().map(Sample::delivered_mpps).collect(),
                 sent_mpps: of(Sample::sent_mpps),
                 loss: of(Sample::loss),
-                program_ns_per_packet: program_ns,
-                cycles_per_packet: cycles,
+                program_ns_per_packet: profile.program_ns,
+                cycles_per_packet: profile.cycles_per_packet,
+                process_ns_per_packet: profile.process.map(|(ns, _)| ns),
+                process_cpu_share: profile.process.map(|(_, share)| share),
             });
         }
         let mut ratios = Vec::new();
@@ -853,6 +973,63 @@ impl Bench {
                 total += result.duration;
             }
             Ok(total.as_nanos() as f64 / f64::from(calls))
+        })
+    }
+
+    /// Runs the gateway's program once on `frame` arriving on `ingress` (in the gateway
+    /// namespace), checks the verdict, and returns the frame as the program left it (translations
+    /// change its size). A wrong verdict is reported with the counters that the run moved, which
+    /// say why.
+    pub fn run_gateway_once(
+        &mut self,
+        frame: &[u8],
+        ingress: u32,
+        verdict: u32,
+    ) -> anyhow::Result<Vec<u8>> {
+        let before = self.gateway_counters()?;
+        let result = self.with_gateway_program(|bench, gateway| {
+            bench.run_once(gateway, frame, ingress, verdict)
+        });
+        if result.is_err() {
+            let moved: BTreeMap<String, u64> = self
+                .gateway_counters()?
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    let delta = value - before.get(&name).copied().unwrap_or(0);
+                    (delta > 0).then_some((name, delta))
+                })
+                .collect();
+            return result.with_context(|| format!("gateway counters moved: {moved:?}"));
+        }
+        result
+    }
+
+    /// Runs `program` once on `frame` arriving on `ingress` (in the gateway namespace), checks
+    /// the verdict, and returns the frame as the program left it (translations change its size).
+    pub fn run_once(
+        &self,
+        program: &Xdp,
+        frame: &[u8],
+        ingress: u32,
+        verdict: u32,
+    ) -> anyhow::Result<Vec<u8>> {
+        let ctx = programs::xdp_md(frame.len(), ingress);
+        self.topology.gateway.enter(|| {
+            // Room for any header the program may push in front.
+            let mut out = vec![0u8; frame.len() + 256];
+            let result = program.test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..TestRunOptions::default()
+            })?;
+            ensure!(
+                result.return_value == verdict,
+                "verdict {} instead of {verdict}",
+                result.return_value
+            );
+            out.truncate(result.data_size_out as usize);
+            Ok(out)
         })
     }
 

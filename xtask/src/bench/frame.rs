@@ -286,6 +286,153 @@ pub fn verify_checksums(frame: &[u8], protocol: Protocol) -> Result<(), String> 
     Ok(())
 }
 
+/// The fields of a UDP frame (untagged Ethernet, IPv4 without options or IPv6 without extension
+/// headers) that a translation must get right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpFrame<'a> {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload: &'a [u8],
+}
+
+/// Parses a UDP frame whose lengths agree with each other and whose checksums verify.
+pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame<'_>, String> {
+    let at = |range: std::ops::Range<usize>| {
+        frame
+            .get(range.clone())
+            .ok_or_else(|| format!("{}-byte frame cut before byte {}", frame.len(), range.end))
+    };
+    let word = |offset: usize| -> Result<u16, String> {
+        let bytes = at(offset..offset + 2)?;
+        Ok(u16::from_be_bytes([bytes[0], bytes[1]]))
+    };
+    let (src, dst, ttl, protocol, l4) = match word(12)? {
+        0x0800 => {
+            let ip = at(14..34)?;
+            if ip[0] != 0x45 {
+                return Err(format!("IPv4 version/IHL byte {:#04x}", ip[0]));
+            }
+            if usize::from(word(16)?) != frame.len() - 14 {
+                return Err(format!(
+                    "IPv4 total length {} in a {}-byte frame",
+                    word(16)?,
+                    frame.len()
+                ));
+            }
+            let address = |offset: usize| {
+                IpAddr::from(<[u8; 4]>::try_from(&ip[offset..offset + 4]).unwrap_or_default())
+            };
+            (address(12), address(16), ip[8], ip[9], 34)
+        }
+        0x86dd => {
+            let ip = at(14..54)?;
+            if usize::from(word(18)?) != frame.len() - 54 {
+                return Err(format!(
+                    "IPv6 payload length {} in a {}-byte frame",
+                    word(18)?,
+                    frame.len()
+                ));
+            }
+            let address = |offset: usize| {
+                IpAddr::from(<[u8; 16]>::try_from(&ip[offset..offset + 16]).unwrap_or_default())
+            };
+            (address(8), address(24), ip[7], ip[6], 54)
+        }
+        other => return Err(format!("ether type {other:#06x}")),
+    };
+    if protocol != Protocol::Udp.number() {
+        return Err(format!("protocol {protocol}, not UDP"));
+    }
+    if usize::from(word(l4 + 4)?) != frame.len() - l4 {
+        return Err(format!(
+            "UDP length {} in a {}-byte frame",
+            word(l4 + 4)?,
+            frame.len()
+        ));
+    }
+    verify_checksums(frame, Protocol::Udp)?;
+    let mac = |offset: usize| -> Result<[u8; 6], String> {
+        at(offset..offset + 6).map(|bytes| bytes.try_into().unwrap_or_default())
+    };
+    Ok(UdpFrame {
+        dst_mac: mac(0)?,
+        src_mac: mac(6)?,
+        src,
+        dst,
+        ttl,
+        src_port: word(l4)?,
+        dst_port: word(l4 + 2)?,
+        payload: &frame[l4 + 8..],
+    })
+}
+
+/// Checks that `output` is the stateful NAT64 translation (RFC 7915 headers, RFC 6052 addresses
+/// with the /96 `prefix`) of the UDP frame `input`, in either direction, as far as it does not
+/// depend on the session: the other family, 20 bytes shorter (IPv6 -> IPv4) or longer, checksums
+/// right, TTL / hop limit one less, the payload untouched, and the address and port of the side
+/// that the prefix maps carried over (IPv6 -> IPv4: the destination; IPv4 -> IPv6: the source).
+/// Returns the parsed output for the caller to check the session's side.
+pub fn check_nat64<'a>(
+    input: &[u8],
+    output: &'a [u8],
+    prefix: std::net::Ipv6Addr,
+) -> Result<UdpFrame<'a>, String> {
+    let sent = parse_udp(input).map_err(|reason| format!("the input: {reason}"))?;
+    let translated = parse_udp(output).map_err(|reason| format!("the translation: {reason}"))?;
+    let embedded = |ipv4: std::net::Ipv4Addr| {
+        IpAddr::V6((u128::from(prefix) | u128::from(u32::from(ipv4))).into())
+    };
+    match (sent.dst, translated.dst, sent.src, translated.src) {
+        (IpAddr::V6(_), IpAddr::V4(ipv4), _, _) => {
+            if output.len() + 20 != input.len() {
+                return Err(format!("{} bytes from {}", output.len(), input.len()));
+            }
+            if sent.dst != embedded(ipv4) {
+                return Err(format!("destination {} from {}", translated.dst, sent.dst));
+            }
+            if translated.dst_port != sent.dst_port {
+                return Err(format!(
+                    "destination port {} from {}",
+                    translated.dst_port, sent.dst_port
+                ));
+            }
+        }
+        (IpAddr::V4(_), IpAddr::V6(_), IpAddr::V4(ipv4), _) => {
+            if output.len() != input.len() + 20 {
+                return Err(format!("{} bytes from {}", output.len(), input.len()));
+            }
+            if translated.src != embedded(ipv4) {
+                return Err(format!("source {} from {}", translated.src, sent.src));
+            }
+            if translated.src_port != sent.src_port {
+                return Err(format!(
+                    "source port {} from {}",
+                    translated.src_port, sent.src_port
+                ));
+            }
+        }
+        _ => {
+            return Err(format!(
+                "{} -> {} became {} -> {}: not translated to the other family",
+                sent.src, sent.dst, translated.src, translated.dst
+            ));
+        }
+    }
+    if u16::from(translated.ttl) + 1 != u16::from(sent.ttl) {
+        return Err(format!("TTL {} from {}", translated.ttl, sent.ttl));
+    }
+    if translated.payload != sent.payload {
+        return Err("the payload changed".into());
+    }
+    Ok(translated)
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -475,6 +622,96 @@ mod tests {
             TransportSlice::Tcp(tcp) => assert!(tcp.syn() && !tcp.ack()),
             _ => panic!("not TCP"),
         }
+    }
+
+    /// A NAT64 session as the bench's S5 sees it: client -> 2001:db8:64::198.19.0.1, translated
+    /// to 198.18.16.0:1024 -> 198.19.0.1, and the reply.
+    fn nat64_frames() -> (FrameSpec, FrameSpec) {
+        let client = spec(
+            IpAddr::V6("2001:db8:1000:3::1:0".parse::<Ipv6Addr>().unwrap()),
+            IpAddr::V6("2001:db8:64::c613:1".parse::<Ipv6Addr>().unwrap()),
+            Protocol::Udp,
+            1,
+            0,
+        );
+        let public = FrameSpec {
+            src: IpAddr::V4(Ipv4Addr::new(198, 18, 16, 0)),
+            dst: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)),
+            ..client.clone()
+        };
+        (client, public)
+    }
+
+    const PREFIX: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0);
+
+    #[test]
+    fn nat64_translations_check_out() {
+        let (client, public) = nat64_frames();
+        let request = client.frame(0);
+        let translated = FrameSpec {
+            size: request.len() - 20,
+            ttl: 63,
+            ..public.clone()
+        }
+        .frame(0);
+        let out = check_nat64(&request, &translated, PREFIX).unwrap();
+        assert_eq!(out.src, public.src);
+        assert_eq!(
+            (out.src_port, out.dst_port),
+            (FIRST_SOURCE_PORT, BENCH_PORT)
+        );
+
+        let reply = public.reverse_frame(0, [2, 0, 0, 0, 9, 1], [2, 0, 0, 0, 9, 2]);
+        let back = FrameSpec {
+            size: reply.len() + 20,
+            ttl: 63,
+            ..client.clone()
+        }
+        .reverse_frame(0, [2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 2]);
+        let out = check_nat64(&reply, &back, PREFIX).unwrap();
+        assert_eq!(out.dst, client.src);
+        assert_eq!(out.dst_mac, [2, 0, 0, 0, 1, 1]);
+        assert_eq!(out.payload.len(), reply.len() - 42);
+    }
+
+    #[test]
+    fn nat64_check_finds_what_is_wrong() {
+        let (client, public) = nat64_frames();
+        let request = client.frame(0);
+        let translation = |spec: FrameSpec| spec.frame(0);
+        let good = FrameSpec {
+            size: request.len() - 20,
+            ttl: 63,
+            ..public.clone()
+        };
+        let error = |output: &[u8]| check_nat64(&request, output, PREFIX).unwrap_err();
+        assert!(error(&request).contains("not translated"));
+        assert!(
+            error(&translation(FrameSpec {
+                ttl: 64,
+                ..good.clone()
+            }))
+            .contains("TTL")
+        );
+        assert!(
+            error(&translation(FrameSpec {
+                size: 64,
+                ..good.clone()
+            }))
+            .contains("bytes")
+        );
+        let elsewhere = FrameSpec {
+            dst: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 2)),
+            ..good.clone()
+        };
+        assert!(error(&translation(elsewhere)).contains("destination"));
+        let mut damaged = translation(good.clone());
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        assert!(error(&damaged).contains("checksum"));
+        let mut cut = translation(good);
+        cut.truncate(30);
+        assert!(error(&cut).contains("cut"));
     }
 
     #[test]

@@ -35,6 +35,8 @@ mod programs;
 #[cfg(feature = "bench")]
 mod scenarios;
 #[cfg(feature = "bench")]
+mod tayga;
+#[cfg(feature = "bench")]
 mod topology;
 
 use std::path::PathBuf;
@@ -234,7 +236,7 @@ fn run_in_process(options: Options) -> anyhow::Result<()> {
                 .iter()
                 .any(|scenario| scenario.id.eq_ignore_ascii_case(id))
             {
-                bail!("unknown scenario {id} (known: S0..S5)");
+                bail!("unknown scenario {id} (known: S0..S6)");
             }
         }
     }
@@ -331,6 +333,41 @@ fn run_in_process(options: Options) -> anyhow::Result<()> {
          every trial checks that nothing reached the VPC side."
             .to_string(),
     );
+    if findings.throughput.iter().any(|row| row.scenario == "S6") {
+        notes.push(format!(
+            "S6 (NAT64): the gateway config gains an IPv6-only subnet ({subnet}) whose route \
+             table sends the NAT64 prefix {prefix}/{length} (network-specific, RFC 6052: the \
+             well-known 64:ff9b::/96 must not carry the benchmark's non-global IPv4 addresses) to \
+             the NAT gateway of S1, which gets that nat64_prefix. The generator sends IPv6 UDP \
+             from the subnet's instances to the internet host's address in the prefix ({dst}); \
+             ours and TAYGA deliver IPv4 frames 20 bytes shorter (checked at the sink for every \
+             trial), fwd_limit the IPv6 frames as sent. TAYGA {version}: stateless NAT64 on a TUN \
+             device in the gateway namespace, dynamic pool {pool} (one address per instance), \
+             nftables `snat ip to` the NAT gateway's 8 public IPs for the pool, Linux forwarding; \
+             TAYGA runs in the foreground, pinned to the gateway's CPU{pinned} with the same priority \
+             as the gateway's receive thread. That thread, busy with the generator's overload, \
+             keeps taking frames that TAYGA's TUN queue then drops, and TAYGA, which sleeps and \
+             wakes per packet, gets only part of the CPU (receive livelock): its rate falls as the \
+             offered rate rises. The cost table gives TAYGA's CPU time per translated packet \
+             (its translation plus the kernel forwarding what it writes back) and its share of \
+             the CPU; 10^9 / that time is what TAYGA could reach with a CPU to itself. Flows are primed as in S1; they \
+             spread over {clients} instances, then ports (TAYGA's dynamic pool cannot take S1's \
+             64k instances: it finds a free address by walking a list); S6 stops at 64k flows as \
+             S1 does.",
+            subnet = topology::NAT64_SUBNET,
+            prefix = topology::NAT64_PREFIX,
+            length = topology::NAT64_PREFIX_LEN,
+            dst = topology::nat64_address(topology::INTERNET_HOST),
+            version = tayga::version(),
+            pool = tayga::POOL,
+            clients = topology::NAT64_CLIENTS,
+            pinned = if bench.gateway_cpu.is_some() {
+                ""
+            } else {
+                " (no CPU of its own here: it shares the generator's)"
+            },
+        ));
+    }
     if bench.gateway_cpu.is_some() {
         notes.push(
             "With 2 vCPUs the sink's counting program shares the gateway's CPU, so every variant \

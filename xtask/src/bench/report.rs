@@ -130,6 +130,12 @@ pub struct VariantRun {
     pub program_ns_per_packet: Option<f64>,
     /// CPU cycles per delivered packet on the gateway's CPU (`perf stat`), where supported.
     pub cycles_per_packet: Option<f64>,
+    /// Variants that translate in a userspace process (TAYGA): the process's CPU time per
+    /// delivered packet in the profiling trial, which includes the kernel's forwarding of what
+    /// it writes back (it runs in the process's context).
+    pub process_ns_per_packet: Option<f64>,
+    /// The same process's CPU time as a share of the trial (1.0: a whole CPU).
+    pub process_cpu_share: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -247,7 +253,8 @@ impl Report {
             "kernel" => 2,
             "nftables" => 3,
             "drop" => 4,
-            _ => 5,
+            "tayga" => 5,
+            _ => 6,
         };
         names.sort_by_key(rank);
         names
@@ -412,19 +419,22 @@ impl Report {
                 .iter()
                 .flat_map(|row| row.variants.iter().map(move |variant| (row, variant)))
                 .filter(|(_, variant)| {
-                    variant.program_ns_per_packet.is_some() || variant.cycles_per_packet.is_some()
+                    variant.program_ns_per_packet.is_some()
+                        || variant.cycles_per_packet.is_some()
+                        || variant.process_ns_per_packet.is_some()
                 })
                 .collect();
             if !timed.is_empty() {
                 let _ = writeln!(out, "## Cost per packet inside the live runs\n");
                 out.push_str(
-                    "| Scenario | Case | Flows | Variant | XDP program ns/packet | cycles/packet |\n",
+                    "| Scenario | Case | Flows | Variant | XDP program ns/packet | cycles/packet | \
+                     process ns/packet (CPU share) |\n",
                 );
-                out.push_str("|---|---|---:|---|---:|---:|\n");
+                out.push_str("|---|---|---:|---|---:|---:|---:|\n");
                 for (row, variant) in timed {
                     let _ = writeln!(
                         out,
-                        "| {} | {} | {} | {} | {} | {} |",
+                        "| {} | {} | {} | {} | {} | {} | {} |",
                         row.scenario,
                         row.case_with_metric(),
                         flows_label(row.flows),
@@ -435,6 +445,10 @@ impl Report {
                         variant
                             .cycles_per_packet
                             .map_or("not supported".into(), |cycles| format!("{cycles:.0}")),
+                        match (variant.process_ns_per_packet, variant.process_cpu_share) {
+                            (Some(ns), Some(share)) => format!("{ns:.0} ({:.0}%)", share * 100.0),
+                            _ => "—".into(),
+                        },
                     );
                 }
                 out.push('\n');
@@ -568,6 +582,7 @@ impl Report {
                     "kernel" => RGBColor(127, 127, 127).to_rgba(),
                     "nftables" => RGBColor(214, 39, 40).to_rgba(),
                     "drop" => RGBColor(255, 127, 14).to_rgba(),
+                    "tayga" => RGBColor(148, 103, 189).to_rgba(),
                     _ => color,
                 };
                 let placed: Vec<(f64, Summary)> =
@@ -777,6 +792,8 @@ mod tests {
             loss: summary(0.5),
             program_ns_per_packet: Some(50.0),
             cycles_per_packet: None,
+            process_ns_per_packet: None,
+            process_cpu_share: None,
         }
     }
 
@@ -843,6 +860,30 @@ mod tests {
                         ratio: Ratio::of(&[1.0], &[6.0]).unwrap(),
                         target: Some(0.8),
                         met: Some(false),
+                    }],
+                    gateway_counters: BTreeMap::new(),
+                },
+                Throughput {
+                    scenario: "S6".into(),
+                    case: "NAT64 established, outbound (IPv6 -> IPv4)".into(),
+                    label: "S6 NAT64 1k".into(),
+                    direction: "outbound".into(),
+                    metric: "delivered".into(),
+                    flows: 1024,
+                    frame_len: 64,
+                    variants: vec![variant("ours", 2.0), variant("fwd_limit", 3.0), {
+                        let mut tayga = variant("tayga", 0.04);
+                        tayga.program_ns_per_packet = None;
+                        tayga.process_ns_per_packet = Some(9000.0);
+                        tayga.process_cpu_share = Some(0.36);
+                        tayga
+                    }],
+                    ratios: vec![RatioRow {
+                        numerator: "ours".into(),
+                        denominator: "tayga".into(),
+                        ratio: Ratio::of(&[2.0], &[0.04]).unwrap(),
+                        target: Some(10.0),
+                        met: Some(true),
                     }],
                     gateway_counters: BTreeMap::new(),
                 },
@@ -934,6 +975,14 @@ mod tests {
         );
         assert!(text.contains("| tracked connections (default configuration) ≥ 1048576 |"));
         assert!(text.contains("| slab memory per connection ours < nftables | 300 vs 400 | yes |"));
+        // TAYGA translates in a process: its column sits after the kernel baselines', and the
+        // cost table shows the process's CPU time and share.
+        assert!(text.contains(
+            "| Scenario | Case | Flows | ours | fwd_limit | nftables | drop | tayga | loss |"
+        ));
+        assert!(text.contains("| ours / tayga | 50.00 [50.00–50.00] | ≥ 10 | yes |"));
+        assert!(text.contains("| S6 | NAT64 established, outbound (IPv6 -> IPv4) | 1k | tayga | — | not supported | 9000 (36%) |"));
+        assert!(text.contains("| S6 | NAT64 established, outbound (IPv6 -> IPv4) | 1k | ours | 50.0 | not supported | — |"));
     }
 
     #[test]
@@ -942,6 +991,8 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("S3 v4 1k"));
         assert!(svg.contains("S4b SYN 64k (drops)"));
+        assert!(svg.contains("S6 NAT64 1k"));
+        assert!(svg.contains("tayga"));
         assert!(svg.contains("S2 new conn. (M/s)"));
         assert!(svg.contains("fwd_limit"));
         assert!(svg.contains("<rect"));

@@ -1,12 +1,17 @@
 //! The scenarios of issue 5, one function each. A scenario whose dataplane does not exist yet
 //! reports why in a "not measured" row; measuring it later means filling in its function.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail, ensure};
 
 use super::{
     Protocol,
     driver::{Bench, Case, Direction, Metric, Priming, Variant, check_stop},
-    frame::{FIRST_SOURCE_PORT, FrameSpec, TCP_ACK, TCP_SYN},
+    frame::{self, BENCH_PORT, FIRST_SOURCE_PORT, FrameSpec, TCP_ACK, TCP_SYN},
     programs::{self, XDP_DROP, XDP_PASS, XDP_REDIRECT},
     report::{
         NewConnections, NewConnectionsRun, NotMeasured, PathCost, ProgramCost, RatioRow,
@@ -62,6 +67,11 @@ pub const SCENARIOS: &[Scenario] = &[
         title: "per-path program cost (BPF_PROG_TEST_RUN) minus an empty program",
         run: s5_program_cost,
     },
+    Scenario {
+        id: "S6",
+        title: "NAT64, established flows (vs fwd_limit, vs TAYGA with nftables source NAT)",
+        run: s6_nat64_established,
+    },
 ];
 
 /// Where the flow index is split between source addresses and ports: up to one address per
@@ -107,6 +117,7 @@ fn s0_calibration(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<
         priming: None,
         variants: vec![Variant::FwdLimit, Variant::Kernel],
         ratios: vec![(Variant::FwdLimit, Variant::Kernel, None)],
+        nat64: false,
     };
     findings.throughput.push(bench.measure(&case)?);
     Ok(())
@@ -189,6 +200,7 @@ fn s1_nat44_established(bench: &mut Bench, findings: &mut Findings) -> anyhow::R
                 (Variant::Ours, Variant::FwdLimit, Some(0.7)),
                 (Variant::Ours, Variant::NftablesNat, Some(3.0)),
             ],
+            nat64: false,
         };
         findings.throughput.push(bench.measure(&case)?);
     }
@@ -316,6 +328,7 @@ fn s3_internet_gateway(bench: &mut Bench, findings: &mut Findings) -> anyhow::Re
                     (Variant::Ours, Variant::FwdLimit, Some(0.85)),
                     (Variant::Ours, Variant::Kernel, None),
                 ],
+                nat64: false,
             };
             findings.throughput.push(bench.measure(&case)?);
         }
@@ -407,6 +420,7 @@ fn s4_egress_only(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<
                     (Variant::Ours, Variant::Nftables, None),
                     (Variant::Ours, Variant::FwdLimit, None),
                 ],
+                nat64: false,
             };
             findings.throughput.push(bench.measure(&case)?);
         }
@@ -433,17 +447,100 @@ fn s4_egress_only(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<
                 (Variant::Ours, Variant::Drop, Some(0.8)),
                 (Variant::Ours, Variant::Nftables, None),
             ],
+            nat64: false,
         };
         findings.throughput.push(bench.measure(&case)?);
     }
     Ok(())
 }
 
+/// One of S5's paths: its name, the frame, the interface it arrives on, the verdict it must get.
+type TimedPath = (&'static str, Vec<u8>, u32, u32);
+
+/// S5's NAT64 paths: an IPv6-only instance's UDP packet to the internet host through the NAT64
+/// prefix, and the host's reply. The session is made once, before the batches, by running the
+/// outbound frame through the gateway; its translation tells the public endpoint the reply goes
+/// to. Both translations are checked field by field (the frame shrinks by 20 bytes one way and
+/// grows by 20 the other), so that the costs are those of paths that really translate.
+fn nat64_paths(bench: &mut Bench, udp_v6: &FrameSpec) -> anyhow::Result<Vec<TimedPath>> {
+    let (vpc, inet) = (bench.ifindex_vpc(), bench.ifindex_inet());
+    let client = FrameSpec {
+        src: v6(topology::FIRST_NAT64_CLIENT),
+        dst: v6(topology::nat64_address(topology::INTERNET_HOST)),
+        ..udp_v6.clone()
+    };
+    let request = client.frame(0);
+    let translated = bench
+        .run_gateway_once(&request, vpc, XDP_REDIRECT)
+        .context("S5 NAT64 outbound")?;
+    let out = frame::check_nat64(&request, &translated, topology::NAT64_PREFIX)
+        .map_err(|reason| anyhow::anyhow!("S5 NAT64 outbound: {reason}"))?;
+    let first_public = u32::from(topology::FIRST_NAT_PUBLIC);
+    let public = match out.src {
+        IpAddr::V4(public)
+            if (first_public..first_public + topology::NAT_PUBLIC_IPS)
+                .contains(&u32::from(public)) =>
+        {
+            public
+        }
+        other => bail!("S5 NAT64 outbound: source {other}, not a public IP of the NAT gateway"),
+    };
+    ensure!(
+        (out.dst_mac, out.src_mac) == (topology::SINK_MAC, topology::INET_MAC),
+        "S5 NAT64 outbound: not addressed to the internet side's next hop: {out:?}"
+    );
+    // The reply: the internet host answers the public endpoint.
+    let reply = FrameSpec {
+        src: v4(public),
+        dst: v4(topology::INTERNET_HOST),
+        flows: 1 << 16,
+        ..udp_v6.clone()
+    }
+    .reverse_frame(
+        u32::from(out.src_port.wrapping_sub(FIRST_SOURCE_PORT)),
+        topology::INET_MAC,
+        topology::SINK_MAC,
+    );
+    let back = bench
+        .run_gateway_once(&reply, inet, XDP_REDIRECT)
+        .context("S5 NAT64 reply")?;
+    let into = frame::check_nat64(&reply, &back, topology::NAT64_PREFIX)
+        .map_err(|reason| anyhow::anyhow!("S5 NAT64 reply: {reason}"))?;
+    ensure!(
+        (into.dst, into.dst_port) == (client.src, FIRST_SOURCE_PORT)
+            && (into.dst_mac, into.src_mac) == (topology::GEN_MAC, topology::VPC_MAC),
+        "S5 NAT64 reply: not delivered to the instance's endpoint {}:{FIRST_SOURCE_PORT}: {into:?}",
+        client.src
+    );
+    ensure!(
+        out.dst_port == BENCH_PORT && into.src_port == BENCH_PORT,
+        "S5 NAT64: the internet host's port changed"
+    );
+    Ok(vec![
+        (
+            "NAT64 outbound (established session, IPv6 -> IPv4)",
+            request,
+            vpc,
+            XDP_REDIRECT,
+        ),
+        (
+            "NAT64 reply (established session, IPv4 -> IPv6)",
+            reply,
+            inet,
+            XDP_REDIRECT,
+        ),
+    ])
+}
+
 fn s5_program_cost(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
     // With NAT44 in the dataplane, the config with the NAT gateway (a superset of the other):
     // its paths are timed too.
+    // With NAT64 too, the config with it (a superset of the NAT one).
     let nat = topology::nat_unsupported()?.is_none();
-    if nat {
+    let nat64 = topology::nat64_unsupported()?.is_none();
+    if nat64 {
+        bench.fresh_gateway_with(&topology::gateway_config_nat64())?;
+    } else if nat {
         bench.fresh_gateway_with(&topology::gateway_config_nat())?;
     } else {
         bench.fresh_gateway()?;
@@ -491,7 +588,7 @@ fn s5_program_cost(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result
     };
     let first_public =
         topology::elastic_ip_of(topology::FIRST_PRIVATE).unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let mut paths: Vec<(&str, Vec<u8>, u32, u32)> = vec![
+    let mut paths: Vec<TimedPath> = vec![
         (
             "IGW IPv4 outbound (private -> Elastic IP)",
             outbound(topology::FIRST_PRIVATE),
@@ -605,6 +702,11 @@ fn s5_program_cost(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result
             ],
         );
     }
+    if nat64 {
+        let at = paths.len() - 2;
+        let rows = nat64_paths(bench, &egress_only)?;
+        paths.splice(at..at, rows);
+    }
     let empty_frame = outbound(topology::FIRST_PRIVATE);
     let repeat = if bench.options.quick {
         10_000
@@ -678,5 +780,92 @@ fn s5_program_cost(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result
         repeat,
         paths,
     });
+    Ok(())
+}
+
+/// The generator's stream through NAT64: IPv6-only instances of the NAT64 subnet (up to
+/// [`topology::NAT64_CLIENTS`] addresses, then ports) -> the internet host's IPv4 address in
+/// the NAT64 prefix. UDP, as S1 and for the same reason.
+fn nat64_outbound(bench: &Bench, flows: u32) -> FrameSpec {
+    FrameSpec {
+        src: v6(topology::FIRST_NAT64_CLIENT),
+        dst: v6(topology::nat64_address(topology::INTERNET_HOST)),
+        protocol: Protocol::Udp,
+        addr_bits: flows.min(topology::NAT64_CLIENTS).trailing_zeros(),
+        ..ipv4_outbound(bench, flows)
+    }
+}
+
+/// The most flows S6 primes and measures, as S1 (the same NAT tables).
+const S6_MAX_FLOWS: u32 = S1_MAX_FLOWS;
+
+fn s6_nat64_established(bench: &mut Bench, findings: &mut Findings) -> anyhow::Result<()> {
+    // The baselines run whether or not the dataplane has NAT64 yet; ours only once it has.
+    let ours = match topology::nat64_unsupported()? {
+        None => true,
+        Some(reason) => {
+            eprintln!("  S6: no NAT64 in this dataplane ({reason})");
+            findings.not_measured.push(NotMeasured {
+                scenario: "S6".into(),
+                title: "NAT64 established flows, ours (the baselines are measured)".into(),
+                reason: "not yet supported by the dataplane (IPv6 routes to a NAT gateway are \
+                         refused)"
+                    .into(),
+            });
+            false
+        }
+    };
+    let config = if ours {
+        topology::gateway_config_nat64()
+    } else {
+        topology::gateway_config()
+    };
+    let quick = bench.options.quick;
+    // Quick runs prove that frames go through and arrive translated: one trial is enough.
+    let trials = if quick { 1 } else { bench.options.trials };
+    let mut variants = Vec::new();
+    let mut ratios = Vec::new();
+    if ours {
+        variants.push(Variant::Ours);
+        ratios.push((Variant::Ours, Variant::FwdLimit, Some(0.6)));
+    }
+    // TAYGA is in quick runs too: it adds about 2 s there (its start, priming 1k flows).
+    variants.extend([Variant::FwdLimit, Variant::Tayga]);
+    if ours {
+        ratios.push((Variant::Ours, Variant::Tayga, Some(10.0)));
+    }
+    let flow_counts = bench.options.flows.clone();
+    for &flows in flow_counts.iter().filter(|&&flows| flows <= S6_MAX_FLOWS) {
+        check_stop()?;
+        // Fresh tables per case: a new gateway, and TAYGA started again when first used.
+        bench.fresh_gateway_with(&config)?;
+        bench.stop_tayga()?;
+        let spec = nat64_outbound(bench, flows);
+        let priming = Priming {
+            outbound: (0..flows).map(|index| spec.frame(index)).collect(),
+            inbound: Vec::new(),
+        };
+        let case = Case {
+            scenario: "S6",
+            case: "NAT64 established, outbound (IPv6 -> IPv4)".into(),
+            label: format!("S6 NAT64 {}", flows_label(flows)),
+            spec,
+            direction: Direction::Outbound,
+            metric: Metric::Delivered,
+            priming: Some(priming),
+            variants: variants.clone(),
+            ratios: ratios.clone(),
+            nat64: true,
+        };
+        let measured = bench.measure_with_trials(&case, trials);
+        bench.stop_tayga()?;
+        findings.throughput.push(measured?);
+    }
+    if flow_counts.iter().any(|&flows| flows > S6_MAX_FLOWS) {
+        bench.warnings.push(format!(
+            "S6 stops at {}, as S1 does (the same NAT tables)",
+            flows_label(S6_MAX_FLOWS)
+        ));
+    }
     Ok(())
 }

@@ -65,6 +65,26 @@ pub const NAT_HOSTS: u32 = 1 << 16;
 pub const FIRST_NAT_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 18, 16, 0);
 pub const NAT_PUBLIC_IPS: u32 = 8;
 
+/// The IPv6-only subnet whose route to [`NAT64_PREFIX`] goes to the NAT gateway (scenario S6),
+/// in the VPC's IPv6 CIDR: flows add to the last 32 bits of [`FIRST_NAT64_CLIENT`] (up to
+/// [`NAT64_CLIENTS`] instances), then to the source port.
+pub const NAT64_SUBNET: &str = "2001:db8:1000:3::/64";
+pub const FIRST_NAT64_CLIENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x1000, 3, 0, 0, 1, 0);
+/// Fewer instances than S1's 64k: the TAYGA baseline maps every instance to an address of its
+/// own and finds a free one by walking a list, so 64k instances could not even be primed (over
+/// 40 s of TAYGA's CPU without finishing); 1024 instances with up to 64 ports each still make
+/// 64k flows.
+pub const NAT64_CLIENTS: u32 = 1 << 10;
+/// The NAT gateway's NAT64 prefix: a network-specific /96 (RFC 6052), since the well-known
+/// 64:ff9b::/96 must not carry non-global IPv4 addresses such as the benchmark's.
+pub const NAT64_PREFIX: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0);
+pub const NAT64_PREFIX_LEN: u8 = 96;
+
+/// `ipv4` embedded in [`NAT64_PREFIX`] (RFC 6052, a /96: the last 4 bytes).
+pub fn nat64_address(ipv4: Ipv4Addr) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(NAT64_PREFIX) | u128::from(u32::from(ipv4)))
+}
+
 /// The three namespaces and their veths. Dropping it deletes everything.
 pub struct Topology {
     // Field order is drop order: the namespaces go last, after whoever borrowed them.
@@ -150,6 +170,7 @@ impl Topology {
         for (address, interface) in [
             ("2001:db8:1000:1::1/64", VPC_IF),
             ("2001:db8:1000:2::1/64", VPC_IF),
+            ("2001:db8:1000:3::1/64", VPC_IF),
             ("2001:db8:ffff::1/64", INET_IF),
         ] {
             gateway.ip(["-6", "addr", "add", address, "dev", interface, "nodad"])?;
@@ -186,6 +207,8 @@ impl Topology {
             ("10.3.0.0", GEN_MAC, VPC_IF),
             ("198.19.255.2", SINK_MAC, INET_IF),
             ("2001:db8:ffff::2", SINK_MAC, INET_IF),
+            // The instance of the NAT64 reply path (program-cost scenario).
+            ("2001:db8:1000:3::1:0", GEN_MAC, VPC_IF),
             // The instance of the inbound path (program-cost scenario).
             ("10.0.1.0", GEN_MAC, VPC_IF),
         ] {
@@ -405,17 +428,71 @@ public_ips = [{public_ips}]
     text
 }
 
+/// [`gateway_config_nat`] plus NAT64 (scenario S6): the NAT gateway gets [`NAT64_PREFIX`], and
+/// an IPv6-only subnet ([`NAT64_SUBNET`]) routes that prefix to it, the way AWS routes
+/// 64:ff9b::/96 to a NAT gateway. A dataplane without NAT64 refuses the IPv6 route to the NAT
+/// gateway (see [`nat64_unsupported`]).
+pub fn gateway_config_nat64() -> String {
+    let mut text = gateway_config_nat();
+    // The NAT gateway's table is the last one of gateway_config_nat: the key lands in it (were it
+    // not so, the parser would report the key as unknown where it landed).
+    // Writing to a String cannot fail.
+    let _ = write!(
+        text,
+        r#"nat64_prefix = "{NAT64_PREFIX}/{NAT64_PREFIX_LEN}"
+
+# Scenario S6: IPv6-only instances reach IPv4 hosts through the NAT gateway's NAT64.
+[[subnets]]
+id = "subnet-bench-nat64"
+ipv6_cidr = "{NAT64_SUBNET}"
+route_table = "rtb-bench-nat64"
+
+[[route_tables]]
+id = "rtb-bench-nat64"
+routes = [{{ destination = "{NAT64_PREFIX}/{NAT64_PREFIX_LEN}", target = "nat-bench" }}]
+"#
+    );
+    text
+}
+
 /// Why the dataplane cannot run the NAT scenarios, if it cannot: its config parser refuses the
 /// route to a NAT gateway (a dataplane without NAT44). Any other problem with the config is an
 /// error of the benchmark itself.
 pub fn nat_unsupported() -> anyhow::Result<Option<String>> {
-    match gateway::config::Config::parse(&gateway_config_nat(), "bench-nat.toml") {
+    refused_for(
+        &gateway_config_nat(),
+        "bench-nat.toml",
+        &["NAT gateway", "not"],
+    )
+}
+
+/// Why the dataplane cannot run NAT64 (scenario S6's "ours", its S5 rows), if it cannot: its
+/// config parser refuses the IPv6 route to the NAT gateway (a dataplane without NAT64, or without
+/// NAT at all).
+pub fn nat64_unsupported() -> anyhow::Result<Option<String>> {
+    if let Some(reason) = nat_unsupported()? {
+        return Ok(Some(reason));
+    }
+    refused_for(
+        &gateway_config_nat64(),
+        "bench-nat64.toml",
+        &["NAT gateway", "NAT64"],
+    )
+}
+
+/// `Ok(Some(reason))` when the gateway's parser refuses `config` only for a feature the dataplane
+/// lacks: every problem it reports (one a line) contains every word of `expected`. Any other
+/// problem is an error of the benchmark's own config.
+fn refused_for(config: &str, name: &str, expected: &[&str]) -> anyhow::Result<Option<String>> {
+    match gateway::config::Config::parse(config, name) {
         Ok(_) => Ok(None),
         Err(error) => {
             let text = error.to_string();
             anyhow::ensure!(
-                text.contains("NAT gateway") && text.contains("not"),
-                "the benchmark's NAT gateway config: {text}"
+                text.lines()
+                    .filter(|line| !line.trim().is_empty())
+                    .all(|line| expected.iter().all(|word| line.contains(word))),
+                "the benchmark's config {name}: {text}"
             );
             Ok(Some(text))
         }
@@ -471,5 +548,41 @@ mod tests {
             }
             Some(reason) => assert!(reason.contains("nat-bench"), "{reason}"),
         }
+    }
+
+    /// Parses where the dataplane has NAT64; elsewhere the only complaint is the IPv6 route to
+    /// the NAT gateway.
+    #[test]
+    fn nat64_config_parses_or_is_refused_for_nat64() {
+        match nat64_unsupported().unwrap() {
+            None => {
+                let config = gateway::config::Config::parse(&gateway_config_nat64(), "bench.toml")
+                    .unwrap_or_else(|error| panic!("{error}"));
+                assert_eq!(
+                    config.nat_gateways[0].nat64_prefix,
+                    Some(
+                        format!("{NAT64_PREFIX}/{NAT64_PREFIX_LEN}")
+                            .parse()
+                            .unwrap()
+                    )
+                );
+                assert_eq!(config.subnets.len(), 4);
+            }
+            Some(reason) => assert!(reason.contains("nat-bench"), "{reason}"),
+        }
+    }
+
+    #[test]
+    fn nat64_addresses_embed_the_ipv4_address() {
+        assert_eq!(
+            nat64_address(INTERNET_HOST),
+            "2001:db8:64::c613:1".parse::<Ipv6Addr>().unwrap()
+        );
+        let client: Ipv6Addr = NAT64_SUBNET.split('/').next().unwrap().parse().unwrap();
+        assert_eq!(
+            u128::from(FIRST_NAT64_CLIENT) >> 64,
+            u128::from(client) >> 64,
+            "the first client is in the NAT64 subnet"
+        );
     }
 }
