@@ -116,6 +116,36 @@ pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32) -> u32 {
     redirect(ctx, &fib)
 }
 
+/// The MTU of the route to an IPv6 packet's destination (the egress link's, or the route's),
+/// when the FIB has one.
+#[inline(never)]
+pub fn ipv6_path_mtu(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32) -> Option<u16> {
+    // SAFETY: plain C struct, all-zero is valid.
+    let mut fib: FibLookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET6;
+    fib.l4_protocol = packet.next_header;
+    fib.ifindex = ingress;
+    fib.__bindgen_anon_3.ipv6_src = words(packet.src);
+    fib.__bindgen_anon_4.ipv6_dst = words(packet.dst);
+    // SAFETY: `fib` is a valid, initialised parameter block of the size passed.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx as *mut _,
+            &mut fib as *mut _,
+            core::mem::size_of::<FibLookup>() as i32,
+            0,
+        )
+    };
+    match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH | BPF_FIB_LKUP_RET_FRAG_NEEDED => {
+            // SAFETY: the lookup wrote the MTU of the route into the union.
+            let mtu = unsafe { fib.__bindgen_anon_1.mtu_result };
+            (mtu != 0).then_some(mtu)
+        }
+        _ => None,
+    }
+}
+
 #[inline(always)]
 fn words(addr: [u8; 16]) -> [u32; 4] {
     [

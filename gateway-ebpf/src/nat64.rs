@@ -1125,6 +1125,9 @@ pub fn icmp_error_inbound(
     if let Err(reason) = write_icmp6_error(ctx, work) {
         return drop(reason);
     }
+    if work.icmp_type == rfc::icmp6_type::PACKET_TOO_BIG {
+        clamp_packet_too_big(ctx, work, ingress);
+    }
     count(Counter::Nat64IcmpErrorTranslatedInbound);
     count(Counter::ForwardNat64Inbound);
     nat44::count_bytes(
@@ -1280,7 +1283,10 @@ fn map_icmp6_error(work: &mut NatWork) -> u32 {
 fn write_icmp6_error(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter> {
     let l3 = work.l3 as usize;
     let quoted_l4 = work.l4 as usize;
-    if (l3 != 14 && l3 != MAX_LINK) || quoted_l4 > MAX_QUOTED_L4 || quoted_l4 < l3 + 56 {
+    if (l3 != 14 && l3 != MAX_LINK)
+        || quoted_l4 > MAX_QUOTED_L4
+        || quoted_l4 < l3 + Q4 + IPV4_HEADER
+    {
         return Err(Counter::DropMalformedIpv4);
     }
     save_link(ctx, work)?;
@@ -1351,6 +1357,34 @@ fn write_icmp6_error(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter
     work.packet6.dst_port = work.icmp_code as u16;
     work.packet6.tcp_flags = 0;
     Ok(())
+}
+
+/// RFC 7915 s4.2: the MTU of a translated Packet Too Big is also at most the MTU of the link
+/// towards the client (never below 1280): asked of the FIB, and the ICMPv6 checksum follows.
+#[inline(never)]
+fn clamp_packet_too_big(ctx: &XdpContext, work: &mut NatWork, ingress: u32) {
+    let Some(link_mtu) = forwarding::ipv6_path_mtu(ctx, &work.packet6, ingress) else {
+        return;
+    };
+    let link_mtu = (link_mtu as u32).max(rfc::IPV6_MIN_MTU);
+    let mtu = u32::from_be_bytes(work.icmp_rest);
+    if mtu <= link_mtu {
+        return;
+    }
+    let l3 = work.l3 as usize;
+    if l3 > MAX_LINK {
+        return;
+    }
+    let Some(icmp) = ptr_at::<[u8; 8]>(ctx, l3 + IPV6_HEADER) else {
+        return;
+    };
+    // SAFETY: bounds-checked above.
+    let icmp = unsafe { &mut *icmp };
+    let old = (mtu >> 16) + (mtu & 0xffff);
+    let new = (link_mtu >> 16) + (link_mtu & 0xffff);
+    let check = replace_sum(u16::from_be_bytes([icmp[2], icmp[3]]), old, new);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    icmp[4..8].copy_from_slice(&link_mtu.to_be_bytes());
 }
 
 /// Cuts the frame to `length` bytes when it is longer (an error over the size limit, or link

@@ -1308,12 +1308,14 @@ fn ipv4_fragments_from_the_internet_are_not_translated() {
         .expect("fragment header")
         .to_header();
     later[10..12].copy_from_slice(&header.calc_header_checksum().to_be_bytes());
+    // A later fragment has no ports, so nothing ties it to the NAT64 session: without a first
+    // fragment on record it is dropped like any NAT44 one in that position.
     expect_drop(
         &mut gw,
         "later fragment (offset 40) of a reply",
         Side::Internet,
         &eth4(FROM_INTERNET, later),
-        "drop_nat64_fragment",
+        "drop_nat_fragment_out_of_order",
     );
     // The session is intact.
     expect_frame(
