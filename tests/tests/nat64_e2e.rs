@@ -658,6 +658,73 @@ fn fragmentation_needed_from_an_ipv4_router_reaches_the_client_as_packet_too_big
     );
 }
 
+#[test]
+fn port_unreachable_from_the_client_reaches_the_ipv4_server_as_icmpv4_from_the_public_address() {
+    let nat64 = Nat64::start();
+    let (instance, internet) = (&nat64.net.instance, &nat64.net.internet);
+    let server_v6 = ip(nat64.resolve_server());
+    let server_socket = internet
+        .enter(|| {
+            let socket = UdpSocket::bind((addr::INTERNET_V4, 0))?;
+            socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+            Ok(socket)
+        })
+        .expect("a UDP socket on the internet host");
+    let server_port = server_socket
+        .local_addr()
+        .expect("the server's port")
+        .port();
+
+    // A session from a client socket that then closes: the server's next datagram reaches a
+    // closed port, and the instance answers with ICMPv6 port unreachable.
+    instance
+        .enter(move || {
+            let client = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
+            client.send_to(b"hello", SocketAddr::new(server_v6, server_port))?;
+            Ok(())
+        })
+        .expect("sending from the instance");
+    let mut buf = [0u8; 64];
+    let (length, public) = server_socket
+        .recv_from(&mut buf)
+        .unwrap_or_else(|error| panic!("the internet host got nothing from the instance: {error}"));
+    assert_eq!(
+        (&buf[..length], public.ip()),
+        (&b"hello"[..], ip(PUBLIC)),
+        "the datagram arrived from the public IPv4"
+    );
+    // Connected, the socket reports the ICMP error of its peer as ECONNREFUSED.
+    server_socket
+        .connect(public)
+        .expect("connecting to the peer");
+    let capture = Capture::start(internet, "eth0", "icmp").expect("starting tcpdump outside");
+    server_socket
+        .send(b"late")
+        .expect("answering the closed port");
+    let answer = server_socket.recv(&mut buf);
+    let errors = capture.stop().expect("stopping tcpdump");
+
+    assert!(
+        errors.iter().any(|packet| packet.src == ip(PUBLIC)
+            && packet.dst == ip(addr::INTERNET_V4)
+            && packet.line.contains("port")
+            && packet.line.contains("unreachable")),
+        "ICMPv4 port unreachable from 203.0.113.20 reached the internet host: {errors:?}\n\
+         counters: {:?}",
+        nat64.counters()
+    );
+    assert_eq!(
+        answer.map_err(|error| error.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "the internet host's socket learned that the port is closed"
+    );
+    assert!(
+        nat64.counter("nat64_icmp_error_translated_outbound") > 0,
+        "the gateway counted the translated error: {:?}",
+        nat64.counters()
+    );
+}
+
 // --- Nothing gets in.
 
 const PROBED_TCP_PORT: u16 = 7777;
