@@ -28,7 +28,7 @@ use crate::{
     eigw, flow,
     igw::{DESTINATION, SOURCE, rewrite_address},
     maps::{FLOWS, REDIRECT_DEVICES},
-    nat44,
+    nat44, nat64,
     parsing::{Ipv4Packet, Ipv6Packet, ptr_at},
 };
 
@@ -69,7 +69,7 @@ fn forward_counter(stats: &FlowStats, ipv6: bool) -> Counter {
 /// changed, so a failure is a drop, never a second trip through the slow path. (The slow path
 /// only caches a next hop it found in the device map, which does not change while it runs.)
 #[inline(always)]
-fn redirect(ctx: &XdpContext, stats: &FlowStats) -> u32 {
+pub fn redirect(ctx: &XdpContext, stats: &FlowStats) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return drop(Counter::DropTruncatedEthernet);
     };
@@ -106,6 +106,9 @@ pub fn ipv4(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32) -> u32 {
         let packed = nat44::fast_session(ctx, packet, outbound);
         if packed == 0 {
             return NOT_HANDLED;
+        }
+        if packed == nat44::FAST_NAT64 {
+            return nat64::fast_inbound(ctx, packet, stats, now);
         }
         // The session is refreshed and counted: from here on a failure is a drop.
         if !nat44::fast_rewrite(ctx, packet, outbound, packed) {
@@ -168,9 +171,12 @@ pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32) -> u32 {
     let stats = unsafe { &mut *stats };
     // SAFETY: helper without side effects.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    // NAT64 flows change family: always the slow path.
-    if !usable(stats, packet.total_length, now) || stats.route_target == target::NAT_GATEWAY {
+    if !usable(stats, packet.total_length, now) {
         return NOT_HANDLED;
+    }
+    if stats.route_target == target::NAT_GATEWAY {
+        // IPv6 through a NAT gateway is NAT64.
+        return nat64::fast_outbound(ctx, packet, stats, now);
     }
     if stats.route_target == target::EGRESS_ONLY_INTERNET_GATEWAY
         && !eigw::fast_track(packet, stats.direction != direction::INGRESS, now)
@@ -192,6 +198,10 @@ pub fn ipv6(ctx: &XdpContext, packet: &Ipv6Packet, ingress: u32) -> u32 {
 /// Out of line: the key would otherwise sit on the forwarding frame.
 #[inline(never)]
 pub fn remember_v4(packet: &Ipv4Packet, ingress: u32, fib: &FibLookup) {
+    if packet.nat64_origin {
+        remember_nat64_origin(fib);
+        return;
+    }
     remember(
         &flow::accepted_key_v4(packet, ingress),
         fib,
@@ -202,11 +212,24 @@ pub fn remember_v4(packet: &Ipv4Packet, ingress: u32, fib: &FibLookup) {
 /// Like [`remember_v4`] for IPv6.
 #[inline(never)]
 pub fn remember_v6(packet: &Ipv6Packet, ingress: u32, fib: &FibLookup) {
+    if packet.nat64_origin {
+        remember_nat64_origin(fib);
+        return;
+    }
     remember(
         &flow::accepted_key_v6(packet, ingress),
         fib,
         packet.total_length,
     );
+}
+
+/// A NAT64 translation's next hop goes to the flow entry of the packet as it arrived, in the
+/// other family (`NatWork::origin_key`), for the length it arrived with.
+#[inline(always)]
+fn remember_nat64_origin(fib: &FibLookup) {
+    if let Some(work) = nat44::work() {
+        remember(&work.origin_key, fib, work.origin_length);
+    }
 }
 
 #[inline(always)]

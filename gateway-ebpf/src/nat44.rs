@@ -22,7 +22,7 @@ use gateway_common::{
     Counter,
     checksum::{update_u16, update_u32},
     conntrack::{self as ct, ConnEntry, ConnKey, kind, state, tcp_flags},
-    maps::{direction, family, tail, target},
+    maps::{FlowKey, direction, family, tail, target},
     nat::{
         FragmentKey, FragmentTranslation, MAX_PUBLIC_IPS, Nat64FragmentIn, Nat64FragmentKey,
         Nat64FragmentOut, NatGatewayInfo, NatMapping, NatMappingKey, PROBES_PER_IP, fragment_field,
@@ -128,6 +128,10 @@ pub struct NatWork {
     pub ttl: u8,
     /// NAT64: the packet as it leaves, for the flow record.
     pub translated: flow::Translated,
+    /// NAT64: the flow entry (as the packet arrived) that takes the next hop of its translation,
+    /// and the longest arriving packet that next hop is known to fit.
+    pub origin_key: FlowKey,
+    pub origin_length: u16,
     /// NAT64: the IPv4 options of the packet being translated.
     pub options: [u8; 64],
     pub options_end: u8,
@@ -276,7 +280,7 @@ fn identify(
 }
 
 #[inline(always)]
-fn set_out_key(work: &mut NatWork) {
+pub fn set_out_key(work: &mut NatWork) {
     let (inside_addr, key_family, key_kind) = private_key_addr(work);
     work.out_key = ConnKey {
         inside_addr,
@@ -306,7 +310,7 @@ fn set_in_key_inbound(work: &mut NatWork) {
 }
 
 #[inline(always)]
-fn is_live(entry: *const ConnEntry, protocol: u8, now: u64) -> bool {
+pub fn is_live(entry: *const ConnEntry, protocol: u8, now: u64) -> bool {
     // SAFETY: map value pointer; fields read once.
     let (state, last_seen) = unsafe { ((*entry).state, (*entry).last_seen_ns) };
     match timeout(protocol, state) {
@@ -318,7 +322,7 @@ fn is_live(entry: *const ConnEntry, protocol: u8, now: u64) -> bool {
 /// Updates a live session's state and counters for a packet from inside (`outbound`) or from the
 /// destination. `Some(reason)` to drop it (a TCP packet out of step with the session).
 #[inline(always)]
-fn refresh(entry: *mut ConnEntry, work: &NatWork, outbound: bool) -> Option<Counter> {
+pub fn refresh(entry: *mut ConnEntry, work: &NatWork, outbound: bool) -> Option<Counter> {
     // SAFETY: live map value.
     unsafe {
         if work.protocol == IPPROTO_TCP {
@@ -1052,14 +1056,22 @@ pub fn fast_session(ctx: &XdpContext, packet: &Ipv4Packet, outbound: bool) -> u6
         // SAFETY: live map value.
         unsafe { (narrow(&(*entry).translated_addr), (*entry).translated_port) }
     } else {
-        if session_inbound(work).is_some() || work.family != family::IPV4 {
+        if session_inbound(work).is_some() {
             return 0;
+        }
+        if work.family == family::IPV6 {
+            // Refreshed; translated to IPv6 by the caller.
+            return FAST_NAT64;
         }
         (work.private_addr, work.private_port)
     };
     count_fast_path(outbound, packet.total_length);
     (1 << 48) | ((u32::from_be_bytes(addr) as u64) << 16) | port as u64
 }
+
+/// What [`fast_session`] returns for a reply of a live NAT64 session (refreshed, the client in
+/// the work area): never a packed endpoint, whose bit 48 is set.
+pub const FAST_NAT64: u64 = 2 << 48;
 
 /// The counters the slow path moves for a forwarded packet of an established session.
 #[inline(always)]

@@ -26,7 +26,7 @@ use aya_ebpf::{
 use gateway_common::{
     Counter,
     checksum::fold,
-    maps::{direction, family, target},
+    maps::{FlowStats, direction, family, target},
     nat::udp_zero_checksum,
     nat64::{
         self as rfc, Icmp4To6, Icmp6To4, Nat64Prefix, icmp4_to_icmp6, icmp6_to_icmp4,
@@ -36,9 +36,10 @@ use gateway_common::{
 
 use crate::{
     counters::{count, drop, pass},
+    fastpath::{self, NOT_HANDLED},
     flow::{self, Handling},
     forwarding,
-    maps::{NAT_GATEWAYS, NAT_PUBLIC_IPS},
+    maps::{CONNTRACK, NAT_GATEWAYS, NAT_PUBLIC_IPS},
     nat44::{self, NatWork},
     parsing::{
         IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, Ipv6Packet, ptr_at,
@@ -111,20 +112,26 @@ const INTO_TRANSLATED_SRC: u32 = 2;
 /// verifier should follow those branches here, not each through the rest of the caller.
 #[inline(never)]
 pub(crate) fn embed_into(work: &mut NatWork, addr: u32, into: u32) -> u32 {
-    let addr = addr.to_be_bytes();
-    let prefix = prefix_of(work);
-    if prefix.is_well_known() && !is_global_ipv4(addr) {
+    if may_carry(work, addr) == 0 {
         return 1;
     }
-    let Some(embedded) = prefix.embed(addr) else {
-        return 1;
+    let slot = match into {
+        INTO_REMOTE6 => &mut work.remote6,
+        INTO_QUOTED_REMOTE6 => &mut work.quoted_remote6,
+        _ => &mut work.translated.src,
     };
-    match into {
-        INTO_REMOTE6 => work.remote6 = embedded,
-        INTO_QUOTED_REMOTE6 => work.quoted_remote6 = embedded,
-        _ => work.translated.src = embedded,
+    let prefix = Nat64Prefix {
+        addr: work.info.nat64_prefix,
+        len: work.info.nat64_prefix_len,
+        _pad: [0; 3],
+    };
+    match prefix.embed(addr.to_be_bytes()) {
+        Some(embedded) => {
+            *slot = embedded;
+            0
+        }
+        None => 1,
     }
-    0
 }
 
 /// 1 when the gateway's prefix may carry `addr` (RFC 6052 s3.1), else 0. Out of line (see
@@ -235,6 +242,22 @@ pub fn outbound(
     let (public, destination) = (work.public_addr, work.dst);
     let (public_port, dport) = (work.public_port, work.dport);
     set_packet4(work, public, destination, public_port, dport);
+    // The next hop is kept in this packet's flow entry for the fast path (only for packets
+    // without extension headers, the only ones it takes).
+    if work.l4 as usize == packet.l3 + IPV6_HEADER {
+        let key = &mut work.origin_key;
+        key.src = packet.src;
+        key.dst = packet.dst;
+        key.src_port = packet.src_port;
+        key.dst_port = packet.dst_port;
+        key.ingress_ifindex = ingress;
+        key.protocol = packet.next_header;
+        key.family = family::IPV6;
+        key.action = gateway_common::maps::action::ACCEPT;
+        key._pad = 0;
+        work.origin_length = packet.total_length;
+        work.packet4.nat64_origin = true;
+    }
     if let Err(reason) = to_ipv4(ctx, work) {
         return drop(reason);
     }
@@ -276,6 +299,7 @@ pub(crate) fn set_packet4(work: &mut NatWork, src: [u8; 4], dst: [u8; 4], sport:
     packet.dst_port = dport;
     packet.tcp_flags = flags;
     packet.icmp_error = false;
+    packet.nat64_origin = false;
 }
 
 /// The IPv6 packet `to_ipv6` writes.
@@ -299,6 +323,7 @@ pub(crate) fn set_packet6(work: &mut NatWork, sport: u16, dport: u16) {
     packet.src_port = sport;
     packet.dst_port = dport;
     packet.tcp_flags = flags;
+    packet.nat64_origin = false;
 }
 
 /// Walks the extension headers and reads the transport header of an outbound packet into the
@@ -754,6 +779,7 @@ fn hairpin_to_ipv6(
     out.src_port = new_sport;
     out.dst_port = new_dport;
     out.tcp_flags = packet.tcp_flags;
+    out.nat64_origin = false;
     Ok(())
 }
 
@@ -794,7 +820,26 @@ pub fn inbound(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, work: &mut N
     set_packet6(work, sport, dport);
     work.packet6.src = work.remote6;
     work.packet6.dst = work.private6;
+    // The next hop goes to this packet's flow entry for the fast path; what fits the IPv6 next
+    // hop fits it 20 bytes shorter as IPv4.
+    let key = &mut work.origin_key;
+    key.src = flow::widen(packet.src);
+    key.dst = flow::widen(packet.dst);
+    key.src_port = packet.src_port;
+    key.dst_port = packet.dst_port;
+    key.ingress_ifindex = ingress;
+    key.protocol = packet.protocol;
+    key.family = family::IPV4;
+    key.action = gateway_common::maps::action::ACCEPT;
+    key._pad = 0;
+    work.origin_length = work.packet6.total_length - IPV4_HEADER as u16;
+    work.packet6.nat64_origin = true;
     if let Err(reason) = to_ipv6(ctx, work) {
+        return drop(reason);
+    }
+    if work.protocol == IPPROTO_UDP
+        && let Err(reason) = udp_checksum(ctx, work)
+    {
         return drop(reason);
     }
     count(Counter::ForwardNat64Inbound);
@@ -993,20 +1038,9 @@ fn to_ipv6(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter> {
                 );
                 let updated = if updated == 0 { 0xffff } else { updated };
                 udp[6..8].copy_from_slice(&updated.to_be_bytes());
-            } else {
-                let sum = sum_bytes(ctx, transport, work.transport_length as usize)
-                    .ok_or(Counter::DropNat64UdpZeroChecksum)?;
-                let pseudo = new_addresses + work.transport_length as u32 + IPPROTO_UDP as u32;
-                let mut computed = !fold(fold(sum) as u32 + fold(pseudo) as u32);
-                if computed == 0 {
-                    computed = 0xffff;
-                }
-                let udp: *mut [u8; 8] = ptr_at(ctx, transport).ok_or(Counter::DropTruncatedUdp)?;
-                // SAFETY: bounds-checked above.
-                let udp = unsafe { &mut *udp };
-                udp[6..8].copy_from_slice(&computed.to_be_bytes());
-                count(Counter::Nat64UdpChecksumComputed);
             }
+            // A datagram without a checksum keeps 0 here; `udp_checksum` computes it (out of
+            // this function, so that its call chain stays off the fast path's).
         }
         _ => {
             let icmp: *mut [u8; 8] = ptr_at(ctx, transport).ok_or(Counter::DropTruncatedIcmp)?;
@@ -1025,6 +1059,38 @@ fn to_ipv6(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter> {
             icmp[2..4].copy_from_slice(&check.to_be_bytes());
         }
     }
+    Ok(())
+}
+
+/// Gives a translated UDP datagram that arrived without a checksum (RFC 7915 s4.5) the checksum
+/// IPv6 requires, computed over the datagram and the new pseudo-header.
+#[inline(never)]
+fn udp_checksum(ctx: &XdpContext, work: &NatWork) -> Result<(), Counter> {
+    let l3 = work.l3 as usize;
+    if l3 > MAX_LINK {
+        return Err(Counter::DropTruncatedUdp);
+    }
+    let transport = l3 + IPV6_HEADER;
+    let udp: *const [u8; 8] = ptr_at(ctx, transport).ok_or(Counter::DropTruncatedUdp)?;
+    // SAFETY: bounds-checked above.
+    if unsafe { (*udp)[6] != 0 || (*udp)[7] != 0 } {
+        return Ok(());
+    }
+    let sum = sum_bytes(ctx, transport, work.transport_length as usize)
+        .ok_or(Counter::DropNat64UdpZeroChecksum)?;
+    let pseudo = sum16(&work.packet6.src)
+        + sum16(&work.packet6.dst)
+        + work.transport_length as u32
+        + IPPROTO_UDP as u32;
+    let mut computed = !fold(fold(sum) as u32 + fold(pseudo) as u32);
+    if computed == 0 {
+        computed = 0xffff;
+    }
+    let udp: *mut [u8; 8] = ptr_at(ctx, transport).ok_or(Counter::DropTruncatedUdp)?;
+    // SAFETY: bounds-checked above.
+    let udp = unsafe { &mut *udp };
+    udp[6..8].copy_from_slice(&computed.to_be_bytes());
+    count(Counter::Nat64UdpChecksumComputed);
     Ok(())
 }
 
@@ -1385,6 +1451,7 @@ fn write_icmp6_error(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter
     work.packet6.src_port = work.icmp_type as u16;
     work.packet6.dst_port = work.icmp_code as u16;
     work.packet6.tcp_flags = 0;
+    work.packet6.nat64_origin = false;
     Ok(())
 }
 
@@ -1725,6 +1792,7 @@ fn write_icmp4_error(ctx: &XdpContext, work: &mut NatWork) -> Result<(), Counter
     out.dst_port = 0;
     out.tcp_flags = 0;
     out.icmp_error = true;
+    out.nat64_origin = false;
     Ok(())
 }
 
@@ -1758,4 +1826,170 @@ fn write_ipv4_header(
     }
     header[10..12].copy_from_slice(&(!fold(sum)).to_be_bytes());
     h[at..at + IPV4_HEADER].copy_from_slice(&header);
+}
+
+/// The fast path of an established NAT64 flow from a client (TCP or UDP, no extension headers):
+/// its flow entry holds the IPv4 destination and the next hop, its session is refreshed exactly
+/// as the slow path does, and the packet is translated and sent. `NOT_HANDLED` (nothing
+/// changed) when the session is not live or the packet is out of step with it.
+#[inline(never)]
+pub fn fast_outbound(
+    ctx: &XdpContext,
+    packet: &Ipv6Packet,
+    stats: &mut FlowStats,
+    now: u64,
+) -> u32 {
+    if packet.next_header != IPPROTO_TCP && packet.next_header != IPPROTO_UDP {
+        return NOT_HANDLED;
+    }
+    let Some(work) = nat44::work() else {
+        return NOT_HANDLED;
+    };
+    work.now = now;
+    work.family = family::IPV6;
+    work.private6 = packet.src;
+    work.remote6 = packet.dst;
+    work.src = [
+        packet.src[12],
+        packet.src[13],
+        packet.src[14],
+        packet.src[15],
+    ];
+    work.dst = [
+        stats.translated_dst[0],
+        stats.translated_dst[1],
+        stats.translated_dst[2],
+        stats.translated_dst[3],
+    ];
+    work.sport = packet.src_port;
+    work.dport = packet.dst_port;
+    work.protocol = packet.next_header;
+    work.tcp_flags = packet.tcp_flags;
+    work.bytes = packet.total_length;
+    nat44::set_out_key(work);
+    let Some(entry) = CONNTRACK.get_ptr_mut(&work.out_key) else {
+        return NOT_HANDLED;
+    };
+    if !nat44::is_live(entry, work.protocol, now) || nat44::refresh(entry, work, true).is_some() {
+        return NOT_HANDLED;
+    }
+    // SAFETY: live map value.
+    let (public, public_port) = unsafe {
+        (
+            nat44::narrow(&(*entry).translated_addr),
+            (*entry).translated_port,
+        )
+    };
+    // From here on the session is refreshed: a failure is a drop.
+    let Some(ip) = ptr_at::<[u8; 2]>(ctx, packet.l3) else {
+        return drop(Counter::DropTruncatedIpv6);
+    };
+    // SAFETY: bounds-checked above.
+    let head = unsafe { *ip };
+    work.tos = (head[0] << 4) | (head[1] >> 4);
+    work.ttl = packet.hop_limit;
+    work.l3 = packet.l3 as u16;
+    work.l4 = (packet.l3 + IPV6_HEADER) as u16;
+    work.transport_length = packet.total_length - IPV6_HEADER as u16;
+    let destination = work.dst;
+    let dport = work.dport;
+    set_packet4(work, public, destination, public_port, dport);
+    if let Err(reason) = to_ipv4(ctx, work) {
+        return drop(reason);
+    }
+    nat44::count_bytes(
+        Counter::NatPacketsInFromSource,
+        Counter::NatBytesInFromSource,
+        packet.total_length,
+    );
+    count(Counter::ForwardNat64Outbound);
+    nat44::count_bytes(
+        Counter::NatPacketsOutToDestination,
+        Counter::NatBytesOutToDestination,
+        work.packet4.total_length,
+    );
+    // The TTL is decremented once, in the new header (its checksum with it).
+    let l3 = work.packet4.l3;
+    if l3 > MAX_LINK {
+        return drop(Counter::DropTruncatedIpv4);
+    }
+    let Some(ip) = ptr_at::<[u8; IPV4_HEADER]>(ctx, l3) else {
+        return drop(Counter::DropTruncatedIpv4);
+    };
+    // SAFETY: bounds-checked above.
+    let ip = unsafe { &mut *ip };
+    let old_word = u16::from_be_bytes([ip[8], ip[9]]);
+    ip[8] -= 1;
+    let new_word = u16::from_be_bytes([ip[8], ip[9]]);
+    let check = replace_sum(
+        u16::from_be_bytes([ip[10], ip[11]]),
+        old_word as u32,
+        new_word as u32,
+    );
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    flow::add_fast_path_packet(stats, packet.total_length, packet.tcp_flags, now);
+    fastpath::redirect(ctx, stats)
+}
+
+/// The fast path of a reply to a NAT64 session (`nat44::fast_session` found and refreshed it;
+/// the client is in the work area, the prefixed source in the flow entry): translated to IPv6
+/// and sent. Packets with IPv4 options or a UDP datagram without a checksum are left to the
+/// slow path.
+#[inline(never)]
+pub fn fast_inbound(ctx: &XdpContext, packet: &Ipv4Packet, stats: &mut FlowStats, now: u64) -> u32 {
+    let Some(work) = nat44::work() else {
+        return NOT_HANDLED;
+    };
+    if packet.l4 != packet.l3 + IPV4_HEADER || packet.l3 > MAX_LINK {
+        return NOT_HANDLED;
+    }
+    let Some(ip) = ptr_at::<[u8; 2]>(ctx, packet.l3) else {
+        return NOT_HANDLED;
+    };
+    // SAFETY: bounds-checked above.
+    let head = unsafe { *ip };
+    if packet.protocol == IPPROTO_UDP {
+        let Some(udp) = ptr_at::<[u8; 8]>(ctx, packet.l3 + IPV4_HEADER) else {
+            return NOT_HANDLED;
+        };
+        // SAFETY: bounds-checked above.
+        if unsafe { (*udp)[6] == 0 && (*udp)[7] == 0 } {
+            return NOT_HANDLED;
+        }
+    }
+    work.remote6 = stats.translated_src;
+    work.tos = head[1];
+    work.ttl = packet.ttl;
+    work.l3 = packet.l3 as u16;
+    work.l4 = packet.l4 as u16;
+    work.transport_length = packet.total_length - IPV4_HEADER as u16;
+    let (sport, private_port) = (work.sport, work.private_port);
+    set_packet6(work, sport, private_port);
+    work.packet6.src = work.remote6;
+    work.packet6.dst = work.private6;
+    if let Err(reason) = to_ipv6(ctx, work) {
+        return drop(reason);
+    }
+    nat44::count_bytes(
+        Counter::NatPacketsInFromDestination,
+        Counter::NatBytesInFromDestination,
+        packet.total_length,
+    );
+    count(Counter::ForwardNat64Inbound);
+    nat44::count_bytes(
+        Counter::NatPacketsOutToSource,
+        Counter::NatBytesOutToSource,
+        work.packet6.total_length,
+    );
+    let l3 = work.packet6.l3;
+    if l3 > MAX_LINK {
+        return drop(Counter::DropTruncatedIpv6);
+    }
+    let Some(hop_limit) = ptr_at::<u8>(ctx, l3 + 7) else {
+        return drop(Counter::DropTruncatedIpv6);
+    };
+    // SAFETY: bounds-checked above.
+    unsafe { *hop_limit -= 1 };
+    flow::add_fast_path_packet(stats, packet.total_length, packet.tcp_flags, now);
+    fastpath::redirect(ctx, stats)
 }

@@ -59,6 +59,9 @@ pub struct Ipv4Packet {
     pub tcp_flags: u8,
     /// ICMP error (Destination Unreachable, Time Exceeded, Parameter Problem) quoting a packet.
     pub icmp_error: bool,
+    /// NAT64: translated from an IPv6 packet whose flow entry (`NatWork::origin_key`) takes the
+    /// next hop the forwarding step finds.
+    pub nat64_origin: bool,
 }
 
 /// An IPv6 packet the gateway may handle.
@@ -75,6 +78,8 @@ pub struct Ipv6Packet {
     pub src_port: u16,
     pub dst_port: u16,
     pub tcp_flags: u8,
+    /// NAT64: translated from an IPv4 packet (see [`Ipv4Packet::nat64_origin`]).
+    pub nat64_origin: bool,
 }
 
 /// What a layer-3 parser found. The packet itself is written into the caller's struct, so that

@@ -14,6 +14,8 @@
 //!                     A     198.51.100.12
 //! truncated.example.  A     198.51.100.13   (over UDP every answer for it is truncated: TC set,
 //!                                            no records; the whole answer only over TCP)
+//! server.example.     A     192.0.2.10      (the internet host itself, IPv4 only: the NAT64
+//!                                            tests' server)
 //! anything else       NXDOMAIN
 //! ```
 //!
@@ -288,6 +290,7 @@ fn zone_records(owner: &str) -> Vec<Record> {
         "alias.example." => vec![RData::CNAME(CNAME(name("v4only.example.")))],
         "mapped.example." => vec![aaaa("::ffff:198.51.100.12"), a([198, 51, 100, 12])],
         "truncated.example." => vec![a([198, 51, 100, 13])],
+        "server.example." => vec![a([192, 0, 2, 10])],
         _ => vec![],
     };
     data.into_iter()

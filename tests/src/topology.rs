@@ -15,6 +15,7 @@
 //! [`IgwTopology::add_second_instance`] adds a second private host, 10.0.1.11, in a fifth
 //! namespace: a macvlan (bridge mode) on the instance's `eth0`, so both hosts share the one link
 //! to the gateway's `gw-vpc` (`examples/nat-gateway.toml` puts both behind a NAT gateway).
+//! [`IgwTopology::make_instance_ipv6_only`] removes the instance's IPv4, for NAT64.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -143,6 +144,28 @@ impl IgwTopology {
             },
         )?;
         Ok(self.second_instance.insert(second))
+    }
+
+    /// Takes the instance's IPv4 away: its address on `eth0` and every IPv4 route through it,
+    /// leaving an IPv6-only host (loopback keeps 127.0.0.1) whose default IPv6 route still goes
+    /// to the gateway, as an instance behind NAT64 has. Fails unless no global IPv4 address and
+    /// no IPv4 route are left.
+    pub fn make_instance_ipv6_only(&self) -> anyhow::Result<()> {
+        use ifname::INSTANCE;
+
+        self.instance.ip(["-4", "addr", "flush", "dev", INSTANCE])?;
+        self.instance
+            .ip(["-4", "route", "flush", "dev", INSTANCE])?;
+        let addresses = self
+            .instance
+            .ip(["-4", "-o", "addr", "show", "scope", "global"])?;
+        let routes = self.instance.ip(["-4", "route", "show"])?;
+        anyhow::ensure!(
+            addresses.trim().is_empty() && routes.trim().is_empty(),
+            "{} still has IPv4: addresses {addresses:?}, routes {routes:?}",
+            self.instance.name()
+        );
+        Ok(())
     }
 
     /// A directory private to this topology, removed on drop.

@@ -2879,3 +2879,73 @@ fn flow_entries_record_the_translated_endpoints() {
         "{stats:?}"
     );
 }
+
+/// The second packet of an established NAT64 flow, each way, takes the fast path (the next hop
+/// cached in its flow entry, the session still refreshed) and leaves exactly as the first did.
+#[test]
+fn established_flows_take_the_fast_path_with_identical_output() {
+    let mut gw = nat64_gateway(NSP);
+    let input = eth6(
+        FROM_INSTANCE,
+        packet6(&ip6(CLIENT, nsp(REMOTE), 64), Upper::Udp(5353, 53), PAYLOAD),
+    );
+    let expected = |id| {
+        packet4(
+            &ip4(PUBLIC, REMOTE, 63).id(id),
+            Upper::Udp(5353, 53),
+            PAYLOAD,
+        )
+    };
+    let session = [
+        ("forward_nat64_outbound", 1),
+        ("nat_connection_attempt", 1),
+        ("nat_mapping_created", 1),
+        ("nat_port_preserved", 1),
+        ("nat_packets_in_from_source", 1),
+        ("nat_packets_out_to_destination", 1),
+    ];
+    expect_ipv4_out(&mut gw, "first packet out", &input, expected, &session);
+    expect_ipv4_out(
+        &mut gw,
+        "second packet out (fast path)",
+        &input,
+        expected,
+        &[
+            ("forward_nat64_outbound", 1),
+            ("fast_path_forwarded", 1),
+            ("nat_packets_in_from_source", 1),
+            ("nat_packets_out_to_destination", 1),
+        ],
+    );
+    let reply = eth4(
+        FROM_INTERNET,
+        packet4(&ip4(REMOTE, PUBLIC, 64), Upper::Udp(53, 5353), PAYLOAD),
+    );
+    let translated = eth6(
+        TO_INSTANCE,
+        packet6(&ip6(nsp(REMOTE), CLIENT, 63), Upper::Udp(53, 5353), PAYLOAD),
+    );
+    let inbound = [
+        ("forward_nat64_inbound", 1),
+        ("nat_packets_in_from_destination", 1),
+        ("nat_packets_out_to_source", 1),
+    ];
+    expect_frame(
+        &mut gw,
+        "first reply",
+        Side::Internet,
+        &reply,
+        &translated,
+        &inbound,
+    );
+    let mut fast = inbound.to_vec();
+    fast.push(("fast_path_forwarded", 1));
+    expect_frame(
+        &mut gw,
+        "second reply (fast path)",
+        Side::Internet,
+        &reply,
+        &translated,
+        &fast,
+    );
+}
