@@ -208,13 +208,15 @@ fn classify_outbound(
     if (work.transport_length as usize) < needed || l4 > MAX_NAT64_L4 + FRAGMENT_HEADER {
         return Err(Counter::DropNat64Fragment);
     }
-    let transport: *const [u8; 14] = ptr_at(ctx, l4).ok_or(Counter::DropNat64Fragment)?;
-    // SAFETY: bounds-checked above (at least 8 bytes are there; TCP's 20 too).
+    let transport: *const [u8; 8] = ptr_at(ctx, l4).ok_or(Counter::DropNat64Fragment)?;
+    // SAFETY: bounds-checked above.
     let t = unsafe { *transport };
     work.sport = u16::from_be_bytes([t[0], t[1]]);
     work.dport = u16::from_be_bytes([t[2], t[3]]);
     if work.protocol == IPPROTO_TCP {
-        work.tcp_flags = t[13];
+        let flags: *const u8 = ptr_at(ctx, l4 + 13).ok_or(Counter::DropNat64Fragment)?;
+        // SAFETY: bounds-checked above.
+        work.tcp_flags = unsafe { *flags };
     }
     Ok(())
 }

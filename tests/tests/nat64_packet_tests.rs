@@ -1187,21 +1187,32 @@ fn fragment4(ip: &Ip4, protocol: IpNumber, body: &[u8]) -> Vec<u8> {
 /// A UDP datagram's checksum verified over the reassembled datagram and its pseudo-header
 /// (RFC 768; RFC 8200 s8.1 for IPv6): the one's complement sum of it all must be 0xffff.
 fn assert_udp_checksum(what: &str, src: &[u8], dst: &[u8], udp: &[u8]) {
-    let sum = Sum16BitWords::new()
-        .add_slice(src)
-        .add_slice(dst)
-        .add_2bytes([0, IpNumber::UDP.0])
-        .add_2bytes((udp.len() as u16).to_be_bytes())
-        .add_slice(udp);
     assert_ne!(
         u16::from_be_bytes([udp[6], udp[7]]),
         0,
         "{what}: the UDP checksum is present"
     );
+    assert_transport_checksum(what, IpNumber::UDP, src, dst, udp);
+}
+
+/// Like [`assert_udp_checksum`] for any transport whose checksum covers the pseudo-header.
+fn assert_transport_checksum(
+    what: &str,
+    protocol: IpNumber,
+    src: &[u8],
+    dst: &[u8],
+    transport: &[u8],
+) {
+    let sum = Sum16BitWords::new()
+        .add_slice(src)
+        .add_slice(dst)
+        .add_2bytes([0, protocol.0])
+        .add_2bytes((transport.len() as u16).to_be_bytes())
+        .add_slice(transport);
     assert_eq!(
         sum.ones_complement(),
         0,
-        "{what}: UDP checksum of the datagram"
+        "{what}: transport checksum of the datagram"
     );
 }
 
@@ -1375,7 +1386,7 @@ const FRAGMENTED_PAYLOAD: [u8; 64] = {
 const FIRST_PART: usize = 32;
 
 #[test]
-fn udp_fragmented_by_the_client_is_translated_fragment_by_fragment() {
+fn fragments_from_the_client_are_translated_one_by_one() {
     let mut gw = nat64_gateway(NSP);
     // The datagram as the client sent it, and as it must arrive reassembled at the remote.
     let udp6 = packet6(
@@ -1511,6 +1522,59 @@ fn udp_fragmented_by_the_client_is_translated_fragment_by_fragment() {
             ("nat64_fragment_translated", 1),
         ],
     );
+    // A TCP segment (a SYN with data) in two fragments: a new session, the checksum updated.
+    let tcp6 = packet6(
+        &ip6(CLIENT, nsp(REMOTE), 64),
+        Upper::Syn(40000, 443),
+        &FRAGMENTED_PAYLOAD,
+    )[40..]
+        .to_vec();
+    let tcp4 = packet4(
+        &ip4(PUBLIC, REMOTE, 63),
+        Upper::Syn(40000, 443),
+        &FRAGMENTED_PAYLOAD,
+    )[20..]
+        .to_vec();
+    let tcp_train = Frag6 {
+        next: IpNumber::TCP,
+        ..frag6_from_client(0x0bad_0003)
+    };
+    let tcp_out = |more: bool, offset: u16, body: &[u8]| {
+        eth4(
+            TO_INTERNET,
+            fragment4(
+                &ip4(PUBLIC, REMOTE, 63).id(0x0003).fragment(more, offset),
+                IpNumber::TCP,
+                body,
+            ),
+        )
+    };
+    let tcp_first = expect_frame(
+        &mut gw,
+        "TCP first fragment",
+        Side::Vpc,
+        &eth6(FROM_INSTANCE, tcp_train.packet((0, true), &tcp6[..24])),
+        &tcp_out(true, 0, &tcp4[..24]),
+        &[
+            ("forward_nat64_outbound", 1),
+            ("nat64_fragment_translated", 1),
+            ("nat_connection_attempt", 1),
+        ],
+    );
+    let tcp_later = expect_frame(
+        &mut gw,
+        "TCP later fragment",
+        Side::Vpc,
+        &eth6(FROM_INSTANCE, tcp_train.packet((3, false), &tcp6[24..])),
+        &tcp_out(false, 3, &tcp4[24..]),
+        &[
+            ("forward_nat64_outbound", 1),
+            ("nat64_fragment_translated", 1),
+        ],
+    );
+    let (segment, _) = reassemble("TCP fragments", &[tcp_first, tcp_later]);
+    assert_eq!(segment, tcp4, "reassembled segment");
+    assert_transport_checksum("TCP reassembly", IpNumber::TCP, &PUBLIC, &REMOTE, &segment);
     // A first fragment too short for its transport header is not translated.
     expect_drop(
         &mut gw,
