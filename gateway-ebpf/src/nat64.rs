@@ -1105,7 +1105,10 @@ fn sum_bytes(ctx: &XdpContext, start: usize, length: usize) -> Option<u32> {
         native += chunk_sum::<4>(ctx, at)? as u64;
         left -= 4;
     }
-    let folded = fold(((native & 0xffff_ffff) + (native >> 32)) as u32 & 0xffff_ffff);
+    // At most 27 sums below 2^32 each: two folds bring it into 32 bits.
+    native = (native & 0xffff_ffff) + (native >> 32);
+    native = (native & 0xffff_ffff) + (native >> 32);
+    let folded = fold(native as u32);
     let mut sum = folded.swap_bytes() as u32;
     // The last 1-3 bytes: read as the word that ends the run (the run is at least 8 bytes).
     if left != 0 {
