@@ -23,6 +23,10 @@ mod maps;
     reason = "map keys and values are passed by reference to the per-CPU work area: by value they would be copied onto the 512-byte stack"
 )]
 mod nat44;
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "map keys are passed by reference to the per-CPU work area, as in nat44"
+)]
 mod nat64;
 mod parsing;
 mod routing;
@@ -46,7 +50,7 @@ pub fn gateway(ctx: XdpContext) -> u32 {
         return verdict;
     }
     // SAFETY: the slot holds an XDP program of this object, or nothing (then it returns).
-    let _ = unsafe { TAIL_PROGRAMS.tail_call(&ctx, verdict - TAIL_CALL) };
+    unsafe { TAIL_PROGRAMS.tail_call(&ctx, verdict - TAIL_CALL) };
     counters::drop(Counter::DropTailCall)
 }
 

@@ -1105,7 +1105,10 @@ fn sum_bytes(ctx: &XdpContext, start: usize, length: usize) -> Option<u32> {
         native += chunk_sum::<4>(ctx, at)? as u64;
         left -= 4;
     }
-    let folded = fold(((native & 0xffff_ffff) + (native >> 32)) as u32 & 0xffff_ffff);
+    // At most 27 sums below 2^32 each: two folds bring it into 32 bits.
+    native = (native & 0xffff_ffff) + (native >> 32);
+    native = (native & 0xffff_ffff) + (native >> 32);
+    let folded = fold(native as u32);
     let mut sum = folded.swap_bytes() as u32;
     // The last 1-3 bytes: read as the word that ends the run (the run is at least 8 bytes).
     if left != 0 {
@@ -1868,17 +1871,7 @@ pub fn fast_outbound(
     if let Err(reason) = to_ipv4(ctx, work) {
         return drop(reason);
     }
-    nat44::count_bytes(
-        Counter::NatPacketsInFromSource,
-        Counter::NatBytesInFromSource,
-        packet.total_length,
-    );
-    count(Counter::ForwardNat64Outbound);
-    nat44::count_bytes(
-        Counter::NatPacketsOutToDestination,
-        Counter::NatBytesOutToDestination,
-        work.packet4.total_length,
-    );
+    count_fast_path(true, packet.total_length, work.packet4.total_length);
     // The TTL is decremented once, in the new header (its checksum with it).
     let l3 = work.packet4.l3;
     if l3 > MAX_LINK {
@@ -1941,17 +1934,7 @@ pub fn fast_inbound(ctx: &XdpContext, packet: &Ipv4Packet, stats: &mut FlowStats
     if let Err(reason) = to_ipv6(ctx, work) {
         return drop(reason);
     }
-    nat44::count_bytes(
-        Counter::NatPacketsInFromDestination,
-        Counter::NatBytesInFromDestination,
-        packet.total_length,
-    );
-    count(Counter::ForwardNat64Inbound);
-    nat44::count_bytes(
-        Counter::NatPacketsOutToSource,
-        Counter::NatBytesOutToSource,
-        work.packet6.total_length,
-    );
+    count_fast_path(false, packet.total_length, work.packet6.total_length);
     let l3 = work.packet6.l3;
     if l3 > MAX_LINK {
         return drop(Counter::DropTruncatedIpv6);
@@ -1963,4 +1946,35 @@ pub fn fast_inbound(ctx: &XdpContext, packet: &Ipv4Packet, stats: &mut FlowStats
     unsafe { *hop_limit -= 1 };
     flow::add_fast_path_packet(stats, packet.total_length, packet.tcp_flags, now);
     fastpath::redirect(ctx, stats)
+}
+
+/// The counters the slow path moves for a translated packet, `arriving` bytes in one family and
+/// `leaving` in the other.
+#[inline(always)]
+fn count_fast_path(outbound: bool, arriving: u16, leaving: u16) {
+    if outbound {
+        nat44::count_bytes(
+            Counter::NatPacketsInFromSource,
+            Counter::NatBytesInFromSource,
+            arriving,
+        );
+        count(Counter::ForwardNat64Outbound);
+        nat44::count_bytes(
+            Counter::NatPacketsOutToDestination,
+            Counter::NatBytesOutToDestination,
+            leaving,
+        );
+    } else {
+        nat44::count_bytes(
+            Counter::NatPacketsInFromDestination,
+            Counter::NatBytesInFromDestination,
+            arriving,
+        );
+        count(Counter::ForwardNat64Inbound);
+        nat44::count_bytes(
+            Counter::NatPacketsOutToSource,
+            Counter::NatBytesOutToSource,
+            leaving,
+        );
+    }
 }
