@@ -1,14 +1,15 @@
-//! `cargo xtask demo`: the internet gateway, then the egress-only internet gateway, between four
-//! network namespaces, with real traffic.
+//! `cargo xtask demo`: the internet gateway, then the egress-only internet gateway, then a NAT
+//! gateway doing NAT64 with DNS64 for the instance made IPv6-only, between four network
+//! namespaces, with real traffic.
 //!
 //! The verdict is based on what the internet host observed (the peer address its socat server
-//! reports, and a tcpdump capture on its interface) and on the flow log, never on what the
-//! gateway says about itself.
+//! reports, and a tcpdump capture on its interface), on what the instance got back (the DNS64
+//! answer, the ping replies) and on the flow log, never on what the gateway says about itself.
 
 use std::{
     fs,
     io::Write as _,
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::Path,
     process::Stdio,
     sync::{
@@ -21,12 +22,14 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use gateway_tests::{
-    Capture, GatewayProcess, IgwTopology, Netns, addr, capture, example_config_path, example_path,
-    flowlog,
+    Capture, GatewayProcess, IgwTopology, Netns, addr, capture,
+    dns::{self, Transport, ZoneServer},
+    example_config_path, example_path, flowlog,
     gateway::{DEMO_FLOW_LOG, control_socket_of},
     traffic,
     util::wait_until,
 };
+use hickory_proto::rr::RecordType;
 
 use crate::{cmd, setup};
 
@@ -38,6 +41,11 @@ eth0 ------------------ gw-vpc                 gw-inet ------------ rtr-gw      
 
 Elastic IP 203.0.113.10 <-> 10.0.1.10. The router sends 203.0.113.0/24 and 2001:db8:1000::/56
 to the gateway and has no route to 10.0.0.0/16: a private address only gets out translated.
+
+Phase 2: the subnet's IPv6 goes through an egress-only internet gateway instead.
+Phase 3: the instance loses its IPv4; a NAT gateway (public 203.0.113.20) translates the NAT64
+prefix 2001:db8:64::/96 to IPv4, and its DNS64 on [2001:db8:1000:1::1]:53 synthesises AAAA
+records from the A records of a DNS server on the internet host (192.0.2.10).
 ";
 
 /// TCP ports of the demo's socat servers.
@@ -46,6 +54,12 @@ const INBOUND_PORT: u16 = 7001;
 const EGRESS_ONLY_INBOUND_PORT: u16 = 7002;
 /// examples/egress-only.toml's flow log.
 const EGRESS_ONLY_FLOW_LOG: &str = "/tmp/gateway-demo/egress-only-flow.log";
+/// examples/nat64.toml's flow log.
+const NAT64_FLOW_LOG: &str = "/tmp/gateway-demo/nat64-flow.log";
+/// The internet host's name in the upstream DNS server: an A record (192.0.2.10), no AAAA.
+const SERVER_NAME: &str = "server.example.";
+/// examples/nat64.toml's NAT64 prefix.
+const NAT64_PREFIX: &str = "2001:db8:64::/96";
 
 pub fn demo() -> anyhow::Result<()> {
     setup::setup()?;
@@ -65,7 +79,8 @@ pub fn demo() -> anyhow::Result<()> {
     }
     if result.is_ok() {
         println!(
-            "\nnamespaces removed; the flow logs stay in {DEMO_FLOW_LOG} and {EGRESS_ONLY_FLOW_LOG}"
+            "\nnamespaces removed; the flow logs stay in {DEMO_FLOW_LOG}, {EGRESS_ONLY_FLOW_LOG} \
+             and {NAT64_FLOW_LOG}"
         );
     }
     result
@@ -214,6 +229,7 @@ fn run(bin: &Path, interrupted: &AtomicBool) -> anyhow::Result<()> {
         &records,
     );
     failures += egress_only(&topology, bin, interrupted)?;
+    failures += nat64(&topology, bin, interrupted)?;
     drop(topology);
     if failures > 0 {
         bail!("{failures} expectation(s) not met (see the verdicts above)");
@@ -339,6 +355,214 @@ fn egress_only(
         format!("Flow log: {rejected} REJECT record(s) for traffic from the internet to {inst6}"),
     );
     Ok(failures)
+}
+
+/// The third part: the instance loses its IPv4 and reaches the IPv4-only internet host through
+/// the NAT gateway's NAT64, finding its address through the gateway's DNS64
+/// (examples/nat64.toml). Returns how many expectations were not met.
+fn nat64(topology: &IgwTopology, bin: &Path, interrupted: &AtomicBool) -> anyhow::Result<usize> {
+    heading("NAT gateway with NAT64 and DNS64: the instance made IPv6-only");
+    let instance = &topology.instance;
+    println!(
+        "  ip netns exec {} ip -4 addr flush dev eth0; ip -4 route flush dev eth0",
+        instance.name()
+    );
+    topology.make_instance_ipv6_only()?;
+    let zone = ZoneServer::start(&topology.internet, &[addr::INTERNET_V4.into()])?;
+    println!(
+        "  DNS server on the internet host, {}:53 (UDP, TCP): {SERVER_NAME} A {} and no AAAA",
+        addr::INTERNET_V4,
+        addr::INTERNET_V4
+    );
+    let config = example_path("nat64.toml");
+    let flow_log = Path::new(NAT64_FLOW_LOG);
+    if flow_log.exists() {
+        fs::remove_file(flow_log).with_context(|| format!("removing old {NAT64_FLOW_LOG}"))?;
+    }
+    println!(
+        "  ip netns exec {} {} run --config {}",
+        topology.gateway.name(),
+        bin.display(),
+        config.display()
+    );
+    let gateway = GatewayProcess::start_echoing(&topology.gateway, bin, &config)?;
+    check(interrupted)?;
+
+    // DNS64: the instance asks the gateway for the AAAA of a name that only has an A record.
+    let resolver = SocketAddr::new(addr::GATEWAY_VPC_V6.into(), 53);
+    let expected = nat64_address(addr::INTERNET_V4);
+    let synthesised: Option<Ipv6Addr> = match dns::ask(
+        instance,
+        resolver,
+        &dns::query(SERVER_NAME, RecordType::AAAA),
+        Transport::Udp,
+    ) {
+        Ok(answer) => {
+            let rows = dns::answer_rows(&answer);
+            println!(
+                "  instance asks {resolver} for {SERVER_NAME} AAAA: {} answer(s), rcode {}",
+                rows.len(),
+                answer.response_code
+            );
+            for (owner, ttl, kind, data) in &rows {
+                println!("    {owner} {ttl} IN {kind} {data}");
+            }
+            rows.iter()
+                .find(|row| row.2 == "AAAA")
+                .and_then(|row| row.3.parse().ok())
+        }
+        Err(err) => {
+            println!("  instance asks {resolver} for {SERVER_NAME} AAAA: FAILED: {err:#}");
+            None
+        }
+    };
+    let asked: Vec<String> = zone
+        .received()
+        .iter()
+        .map(|query| format!("{} {}", query.record_type, query.name))
+        .collect();
+    println!("  the DNS server on the internet host was asked: {asked:?}");
+    let asked_for_a = asked
+        .iter()
+        .any(|query| query == &format!("A {SERVER_NAME}"));
+    check(interrupted)?;
+
+    // Started after the lookup: the DNS64's own query to the upstream leaves from the gateway's
+    // address, not through the NAT.
+    let internet_capture = Capture::start(
+        &topology.internet,
+        "eth0",
+        "(tcp or udp or icmp or (icmp6 and ip6[40] == 128)) and not port 53 and \
+         (dst host 192.0.2.10 or dst host 2001:db8:eeee::10)",
+    )?;
+    // Use the synthesised address when there is one (otherwise the expected one, to show whether
+    // the translation works without DNS).
+    let target = IpAddr::from(synthesised.unwrap_or(expected));
+    let ping = traffic::ping_output(instance, target, 3, None);
+    let replies = match &ping {
+        Ok(output) => String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.contains(&format!("from {target}")))
+            .count(),
+        Err(_) => 0,
+    };
+    println!(
+        "  ping instance -> {target}: {}",
+        if replies > 0 {
+            format!("{replies} of 3 echo replies from {target}")
+        } else {
+            "NO REPLY".to_owned()
+        }
+    );
+    check(interrupted)?;
+    let tcp = socat_client(
+        instance,
+        &format!("TCP6:[{target}]:{OUTBOUND_PORT}"),
+        &format!("instance -> [{target}]:{OUTBOUND_PORT} (TCP)"),
+    );
+    check(interrupted)?;
+    let seen_by_internet = capture::sources(&internet_capture.stop()?);
+    println!("  tcpdump on the internet host: packets from {seen_by_internet:?}");
+
+    println!("  waiting 2.5 s for the 1 s aggregation interval to flush");
+    thread::sleep(Duration::from_millis(2500));
+    check(interrupted)?;
+    gateway.stop()?;
+    drop(zone);
+    let records = flowlog::read_lines(flow_log).unwrap_or_default();
+    println!(
+        "  (format: version account-id interface-id srcaddr dstaddr srcport dstport protocol \
+         packets bytes start end action log-status pkt-srcaddr pkt-dstaddr flow-direction)"
+    );
+    for line in &records {
+        println!("  {line}");
+    }
+
+    let mut failures = 0;
+    let mut say = |ok: bool, text: String| {
+        println!("  {} {text}", if ok { "PASS" } else { "FAIL" });
+        if !ok {
+            failures += 1;
+        }
+    };
+    say(
+        synthesised == Some(expected) && asked_for_a,
+        match synthesised {
+            Some(got) if got == expected && asked_for_a => format!(
+                "DNS64: {SERVER_NAME} AAAA -> {got}, its A record {} inside {NAT64_PREFIX}",
+                addr::INTERNET_V4
+            ),
+            Some(got) => format!(
+                "DNS64: {SERVER_NAME} AAAA -> {got}, expected {expected} after an A query \
+                 upstream (the upstream was asked {asked:?})"
+            ),
+            None => format!("DNS64: no AAAA for {SERVER_NAME}, expected {expected}"),
+        },
+    );
+    let public = IpAddr::from(addr::NAT_PUBLIC_V4);
+    let v4_seen: Vec<IpAddr> = tcp
+        .into_iter()
+        .chain(seen_by_internet.iter().copied())
+        .collect();
+    say(
+        tcp == Some(public) && v4_seen.iter().all(|seen| *seen == public),
+        match tcp {
+            None => format!("NAT64, TCP: the instance could not reach [{target}]:{OUTBOUND_PORT}"),
+            Some(_) if v4_seen.iter().all(|seen| *seen == public) => format!(
+                "NAT64, TCP: the internet host saw {public}, the NAT gateway's public IPv4 \
+                 (translated from {})",
+                addr::INSTANCE_V6
+            ),
+            Some(_) => format!(
+                "NAT64, TCP: the internet host saw {}, expected only {public}",
+                list(&v4_seen)
+            ),
+        },
+    );
+    say(
+        replies > 0,
+        if replies > 0 {
+            format!(
+                "NAT64, ping: ICMPv6 echo to {target} answered (ICMPv4 echo to {} on the \
+                 internet)",
+                addr::INTERNET_V4
+            )
+        } else {
+            format!("NAT64, ping: no echo reply from {target}")
+        },
+    );
+    let instance_v6 = addr::INSTANCE_V6.to_string();
+    let public_text = public.to_string();
+    let translated = records
+        .iter()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            fields.len() == 17 && fields[3] == public_text && fields[14] == instance_v6
+        })
+        .count();
+    say(
+        translated > 0,
+        format!(
+            "Flow log: {translated} record(s) with pkt-srcaddr {instance_v6} and srcaddr \
+             {public_text}"
+        ),
+    );
+    Ok(failures)
+}
+
+/// `v4` inside the NAT64 prefix 2001:db8:64::/96 (RFC 6052: the last 32 bits).
+fn nat64_address(v4: Ipv4Addr) -> Ipv6Addr {
+    let [a, b, c, d] = v4.octets();
+    Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0x64,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([a, b]),
+        u16::from_be_bytes([c, d]),
+    )
 }
 
 /// The peer address each socat server reported (None when the exchange failed).
