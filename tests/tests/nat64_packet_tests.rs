@@ -809,6 +809,88 @@ fn tcp_syn_then_data_both_ways() {
     );
 }
 
+/// RFC 6146 s3.5.2 and RFC 5382 REQ-2: a simultaneous open works through NAT64. The IPv4 peer's
+/// bare SYN is unsolicited (and dropped silently) before the client's SYN made the session, and
+/// answers it afterwards: the session is established by the two SYNs crossing.
+#[test]
+fn tcp_simultaneous_open_through_nat64() {
+    let mut gw = nat64_gateway(NSP);
+    let out = |upper: Upper| {
+        eth6(
+            FROM_INSTANCE,
+            packet6(&ip6(CLIENT, nsp(REMOTE), 64), upper, PAYLOAD),
+        )
+    };
+    let sent = |upper: Upper, id| packet4(&ip4(PUBLIC, REMOTE, 63).id(id), upper, PAYLOAD);
+    let back = |upper: Upper| {
+        eth4(
+            FROM_INTERNET,
+            packet4(&ip4(REMOTE, PUBLIC, 64).df(true), upper, PAYLOAD),
+        )
+    };
+    let received = |upper: Upper| {
+        eth6(
+            TO_INSTANCE,
+            packet6(&ip6(nsp(REMOTE), CLIENT, 63), upper, PAYLOAD),
+        )
+    };
+    expect_drop(
+        &mut gw,
+        "the peer's SYN before any session",
+        Side::Internet,
+        &back(Upper::Syn(5000, 40000)),
+        "drop_nat_unsolicited_tcp_syn",
+    );
+    expect_ipv4_out(
+        &mut gw,
+        "the client's SYN",
+        &out(Upper::Syn(40000, 5000)),
+        |id| sent(Upper::Syn(40000, 5000), id),
+        &[
+            ("forward_nat64_outbound", 1),
+            ("nat_connection_attempt", 1),
+            ("nat_connection_established", 0),
+        ],
+    );
+    expect_frame(
+        &mut gw,
+        "the peer's SYN, crossing",
+        Side::Internet,
+        &back(Upper::Syn(5000, 40000)),
+        &received(Upper::Syn(5000, 40000)),
+        &[
+            ("forward_nat64_inbound", 1),
+            ("nat_connection_established", 1),
+        ],
+    );
+    expect_ipv4_out(
+        &mut gw,
+        "the client's SYN-ACK",
+        &out(Upper::SynAck(40000, 5000)),
+        |id| sent(Upper::SynAck(40000, 5000), id),
+        &[("forward_nat64_outbound", 1), ("nat_connection_attempt", 0)],
+    );
+    expect_frame(
+        &mut gw,
+        "the peer's SYN-ACK",
+        Side::Internet,
+        &back(Upper::SynAck(5000, 40000)),
+        &received(Upper::SynAck(5000, 40000)),
+        &[
+            ("forward_nat64_inbound", 1),
+            ("nat_connection_established", 0),
+        ],
+    );
+    expect_frame(
+        &mut gw,
+        "data in",
+        Side::Internet,
+        &back(Upper::Data(5000, 40000)),
+        &received(Upper::Data(5000, 40000)),
+        INBOUND,
+    );
+}
+
 #[test]
 fn icmpv6_echo_becomes_icmp_echo_with_the_identifier_mapped() {
     let mut gw = nat64_gateway(NSP);
