@@ -31,8 +31,8 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-/// The AWS VPC gateways (internet gateway, NAT gateway, egress-only internet gateway) as an XDP
-/// dataplane on any Linux box.
+/// The AWS VPC gateways (internet gateway, NAT gateway with NAT44 and NAT64 + DNS64,
+/// egress-only internet gateway) as an XDP dataplane on any Linux box.
 ///
 /// `gateway run` reads a declarative, AWS-shaped configuration (subnets, route tables, gateways,
 /// Elastic IPs, the interfaces to attach to), loads the XDP programs on every configured
@@ -68,9 +68,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// List the live tracked flows of a running gateway (egress-only internet gateway; later
-    /// the NAT gateway): protocol, inside and remote endpoints, state, age, idle time, packets
-    /// and bytes each way.
+    /// List the live tracked flows of a running gateway (egress-only internet gateway, NAT44
+    /// and NAT64 sessions of the NAT gateways): protocol, inside, public and remote endpoints,
+    /// state, age, idle time, packets and bytes each way.
     Conntrack {
         /// The running gateway's control socket ([controller] socket in its config).
         #[arg(long, default_value = gateway::config::DEFAULT_CONTROLLER_SOCKET)]
@@ -159,6 +159,21 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
             None => "off".to_string(),
         },
     );
+    for nat in &config.nat_gateways {
+        let public: Vec<String> = nat.public_ips.iter().map(ToString::to_string).collect();
+        let nat64 = match nat.nat64_prefix {
+            Some(prefix) => format!(
+                ", NAT64 through {prefix}{}",
+                if nat.dns64.is_some() {
+                    " with DNS64"
+                } else {
+                    ""
+                }
+            ),
+            None => String::new(),
+        };
+        println!("  NAT gateway {}: {}{nat64}", nat.id, public.join(", "));
+    }
     Ok(())
 }
 
