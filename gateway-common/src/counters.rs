@@ -134,6 +134,8 @@ counters! {
     DropNat64ExtensionHeaders => "drop_nat64_extension_headers", "IPv6 through NAT64 with more or longer extension headers than the dataplane walks, or ESP/AH";
     DropNat64IcmpUntranslatable => "drop_nat64_icmp_untranslatable", "ICMP message with no counterpart in the other family (RFC 7915 tables), or an ICMPv6 informational other than echo";
     DropNat64HeadAdjust => "drop_nat64_head_adjust", "the frame's headroom could not be resized to the other family's header";
+    Nat64FragNeededSent => "nat64_frag_needed_sent", "IPv4 replies with DF set too big for the NAT64 client's link once translated, answered with ICMPv4 fragmentation needed (RFC 7915 s4)";
+    DropNat64TooBig => "drop_nat64_too_big", "IPv4 reply too big for the NAT64 client's link that could not be answered with fragmentation needed (VLAN-tagged or malformed)";
     DropTailCall => "drop_tail_call", "a cold path's tail-called program is missing (not loaded by the controller) or was handed a packet it cannot parse";
     DropNat64HairpinFromIpv4 => "drop_nat64_hairpin_from_ipv4", "IPv4 from inside to a public endpoint held by a NAT64 session (only IPv6 clients hairpin through NAT64)";
     Nat64FragmentTranslated => "nat64_fragment_translated", "fragment translated through NAT64, either way, identification, offset and more-fragments flag carried over (RFC 7915 s4.1, s5.1; also counted under its forward_nat64_* counter)";

@@ -41,12 +41,16 @@ pub mod tail {
     /// s4.1): a first fragment whose session `gateway` found, or a later fragment NAT44 does
     /// not know.
     pub const NAT64_FRAGMENT_INBOUND: u32 = 3;
+    /// An IPv4 reply with DF set that would not fit the client's link once translated: answered
+    /// with ICMPv4 "fragmentation needed" (RFC 7915 s4, RFC 1191).
+    pub const NAT64_TOO_BIG: u32 = 4;
     /// Program names, by slot.
-    pub const PROGRAMS: [&str; 4] = [
+    pub const PROGRAMS: [&str; 5] = [
         "nat64_icmp_error_in",
         "nat64_icmp_error_out",
         "nat64_fragment_out",
         "nat64_fragment_in",
+        "nat64_too_big",
     ];
 }
 

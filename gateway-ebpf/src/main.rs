@@ -148,6 +148,28 @@ pub fn nat64_fragment_in(ctx: XdpContext) -> u32 {
     nat64_fragment::inbound(&ctx, &packet, ingress, work)
 }
 
+/// An IPv4 reply to a NAT64 session too big for the client's link with DF set, from [`gateway`]
+/// (the MTU in the work area): answered with ICMPv4 "fragmentation needed".
+#[xdp]
+pub fn nat64_too_big(ctx: XdpContext) -> u32 {
+    let Ok(link) = parsing::parse_link(&ctx) else {
+        return counters::drop(Counter::DropTailCall);
+    };
+    let mut packet = parsing::Ipv4Packet::default();
+    if link.ether_type != parsing::ETH_P_IPV4
+        || !matches!(
+            parsing::parse_ipv4(&ctx, link.l3, link.vlan_tagged, &mut packet),
+            Ok(parsing::Parsed::Packet)
+        )
+    {
+        return counters::drop(Counter::DropTailCall);
+    }
+    let Some(work) = nat44::work() else {
+        return counters::drop(Counter::DropTailCall);
+    };
+    nat64::answer_too_big(&ctx, &packet, work)
+}
+
 #[inline(always)]
 fn handle(ctx: &XdpContext) -> u32 {
     count(Counter::RxPackets);

@@ -26,7 +26,7 @@ use crate::nat44::NatWork;
 
 /// The tail-called programs (see `gateway_common::maps::tail`), filled by the controller.
 #[map(name = "TAIL_PROGRAMS")]
-pub static TAIL_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(4, 0);
+pub static TAIL_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(5, 0);
 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);

@@ -145,6 +145,8 @@ pub struct NatWork {
     pub icmp_code: u8,
     /// 1: the outbound IPv6 packet is an ICMPv6 error.
     pub icmp_error: u8,
+    /// NAT64: the IPv4 packet being translated has DF set.
+    pub df: u8,
     pub icmp_rest: [u8; 4],
     pub quoted_tos: u8,
     pub quoted_ttl: u8,

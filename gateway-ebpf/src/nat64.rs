@@ -820,6 +820,19 @@ pub fn inbound(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, work: &mut N
     set_packet6(work, sport, dport);
     work.packet6.src = work.remote6;
     work.packet6.dst = work.private6;
+    // RFC 7915 s4: with DF set, a packet that will not fit the client's link once translated
+    // is answered with "fragmentation needed" (the gateway cannot fragment IPv6 on the way).
+    // Anything up to 1280 bytes fits every IPv6 link; the fast path never takes a longer packet
+    // than the next hop accepted.
+    if work.packet6.total_length as u32 > rfc::IPV6_MIN_MTU && work.df != 0 {
+        if let Some(mtu) = forwarding::ipv6_path_mtu(ctx, &work.packet6, ingress) {
+            if work.packet6.total_length > mtu {
+                work.icmp_rest = [0, 0, 0, 0];
+                work.icmp_rest[2..4].copy_from_slice(&(mtu - IPV4_HEADER as u16).to_be_bytes());
+                return crate::TAIL_CALL + gateway_common::maps::tail::NAT64_TOO_BIG;
+            }
+        }
+    }
     // The next hop goes to this packet's flow entry for the fast path; what fits the IPv6 next
     // hop fits it 20 bytes shorter as IPv4.
     let key = &mut work.origin_key;
@@ -862,6 +875,7 @@ fn classify_inbound(
     let ip: *const [u8; IPV4_HEADER] = ptr_at(ctx, packet.l3).ok_or(Counter::DropTruncatedIpv4)?;
     // SAFETY: bounds-checked above.
     let header = unsafe { *ip };
+    work.df = (header[6] & 0x40 != 0) as u8;
     if header[6] & 0x20 != 0 || packet.later_fragment {
         return Err(Counter::DropNat64Fragment);
     }
@@ -2006,4 +2020,76 @@ fn count_fast_path(outbound: bool, arriving: u16, leaving: u16) {
             leaving,
         );
     }
+}
+
+/// Answers an IPv4 reply to a NAT64 session that has DF set and would not fit the client's link
+/// once translated (RFC 7915 s4; RFC 1191): ICMPv4 "fragmentation needed" (3/4) with the MTU the
+/// IPv4 side must use (`work.icmp_rest`: the link MTU - 20), from the public address to the
+/// sender, quoting its IPv4 header and the first 8 bytes of its payload, sent back out of the
+/// interface it came in on. The packet itself is dropped.
+#[inline(always)]
+pub fn answer_too_big(ctx: &XdpContext, packet: &Ipv4Packet, work: &mut NatWork) -> u32 {
+    // The link header is turned around in place; a VLAN-tagged one is left to the kernel's
+    // VLAN device, which this path does not address.
+    if packet.l3 != 14 || packet.l4 < packet.l3 + IPV4_HEADER || packet.l4 > packet.l3 + 60 {
+        return drop(Counter::DropNat64TooBig);
+    }
+    let quoted = packet.l4 - packet.l3 + 8;
+    if (packet.total_length as usize) < quoted {
+        return drop(Counter::DropNat64TooBig);
+    }
+    if save_link(ctx, work).is_err() {
+        return drop(Counter::DropNat64TooBig);
+    }
+    // SAFETY: grows the frame's start; every pointer is derived again below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -((IPV4_HEADER + 8) as i32)) } != 0 {
+        return drop(Counter::DropNat64HeadAdjust);
+    }
+    // New layout: Ethernet, IPv4, ICMPv4, then the original header where it already is.
+    const ICMP: usize = 14 + IPV4_HEADER;
+    if cut_frame(ctx, ICMP + 8 + quoted).is_err() {
+        return drop(Counter::DropNat64TooBig);
+    }
+    let Some(head) = ptr_at::<[u8; ICMP + 8]>(ctx, 0) else {
+        return drop(Counter::DropNat64TooBig);
+    };
+    // SAFETY: bounds-checked above.
+    let h = unsafe { &mut *head };
+    // Ethernet: back to where it came from.
+    for i in 0..6 {
+        h[i] = work.link[6 + i];
+        h[6 + i] = work.link[i];
+    }
+    h[12] = ETH_P_IPV4[0];
+    h[13] = ETH_P_IPV4[1];
+    let mut ip = [0u8; IPV4_HEADER];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((IPV4_HEADER + 8 + quoted) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = IPPROTO_ICMP;
+    ip[12..16].copy_from_slice(&packet.dst);
+    ip[16..20].copy_from_slice(&packet.src);
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < IPV4_HEADER {
+        sum += u16::from_be_bytes([ip[i], ip[i + 1]]) as u32;
+        i += 2;
+    }
+    ip[10..12].copy_from_slice(&(!fold(sum)).to_be_bytes());
+    h[14..ICMP].copy_from_slice(&ip);
+    h[ICMP] = rfc::icmp4_type::DESTINATION_UNREACHABLE;
+    h[ICMP + 1] = 4;
+    h[ICMP + 2] = 0;
+    h[ICMP + 3] = 0;
+    h[ICMP + 4..ICMP + 8].copy_from_slice(&work.icmp_rest);
+    let Some(sum) = sum_bytes(ctx, ICMP, 8 + quoted) else {
+        return drop(Counter::DropNat64TooBig);
+    };
+    let Some(check) = ptr_at::<[u8; 2]>(ctx, ICMP + 2) else {
+        return drop(Counter::DropNat64TooBig);
+    };
+    // SAFETY: bounds-checked above.
+    unsafe { *check = (!fold(sum)).to_be_bytes() };
+    count(Counter::Nat64FragNeededSent);
+    aya_ebpf::bindings::xdp_action::XDP_TX
 }

@@ -3095,3 +3095,88 @@ fn established_flows_take_the_fast_path_with_identical_output() {
         &fast,
     );
 }
+
+/// RFC 7915 s4: an IPv4 reply with DF set that would not fit the client's link once translated
+/// (1500 bytes of IPv4 are 1520 of IPv6, over the 1500-byte link) is answered by the gateway
+/// with ICMPv4 "fragmentation needed", MTU 1480, from the public address, quoting the reply's
+/// header and first 8 bytes; it goes back out where it came from. Without DF, and at 1480 bytes,
+/// it is translated.
+#[test]
+fn a_reply_too_big_for_the_client_link_is_answered_with_fragmentation_needed() {
+    let mut gw = nat64_gateway(NSP);
+    expect_ipv4_out(
+        &mut gw,
+        "UDP out",
+        &udp_out(CLIENT, REMOTE, 5353, 53),
+        |id| {
+            packet4(
+                &ip4(PUBLIC, REMOTE, 63).id(id),
+                Upper::Udp(5353, 53),
+                PAYLOAD,
+            )
+        },
+        &[
+            ("forward_nat64_outbound", 1),
+            ("nat_connection_attempt", 1),
+            ("nat_mapping_created", 1),
+            ("nat_port_preserved", 1),
+            ("nat_packets_in_from_source", 1),
+            ("nat_packets_out_to_destination", 1),
+        ],
+    );
+    let big = vec![0x5a; 1500 - 28];
+    let reply = packet4(
+        &ip4(REMOTE, PUBLIC, 64).df(true),
+        Upper::Udp(53, 5353),
+        &big,
+    );
+    let quote = reply[..28].to_vec();
+    let answer = eth4(
+        TO_INTERNET,
+        packet4(
+            &ip4(PUBLIC, REMOTE, 64).id(0),
+            Upper::Icmp(3, 4, [0, 0, 0x05, 0xc8]),
+            &quote,
+        ),
+    );
+    let output = send(
+        &mut gw,
+        "1500-byte reply with DF",
+        Side::Internet,
+        &eth4(FROM_INTERNET, reply),
+        Verdict::Tx,
+        &[("nat64_frag_needed_sent", 1)],
+    );
+    assert_frame("fragmentation needed", &answer, &output);
+    // The same size without DF is translated and, too big for the FIB's next hop, handed to the
+    // kernel (RFC 7915 would fragment it; the gateway does not, see the README).
+    let without_df = packet4(&ip4(REMOTE, PUBLIC, 64), Upper::Udp(53, 5353), &big);
+    send_unverified(
+        &mut gw,
+        "1500-byte reply without DF",
+        Side::Internet,
+        &eth4(FROM_INTERNET, without_df),
+        Verdict::Pass,
+        &[("forward_nat64_inbound", 1), ("pass_frag_needed", 1)],
+    );
+    // 1480 bytes become 1500: they fit, and are translated.
+    let fits = vec![0x5a; 1480 - 28];
+    expect_frame(
+        &mut gw,
+        "1480-byte reply with DF",
+        Side::Internet,
+        &eth4(
+            FROM_INTERNET,
+            packet4(
+                &ip4(REMOTE, PUBLIC, 64).df(true),
+                Upper::Udp(53, 5353),
+                &fits,
+            ),
+        ),
+        &eth6(
+            TO_INSTANCE,
+            packet6(&ip6(nsp(REMOTE), CLIENT, 63), Upper::Udp(53, 5353), &fits),
+        ),
+        INBOUND,
+    );
+}
