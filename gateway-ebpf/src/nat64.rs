@@ -824,14 +824,14 @@ pub fn inbound(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, work: &mut N
     // is answered with "fragmentation needed" (the gateway cannot fragment IPv6 on the way).
     // Anything up to 1280 bytes fits every IPv6 link; the fast path never takes a longer packet
     // than the next hop accepted.
-    if work.packet6.total_length as u32 > rfc::IPV6_MIN_MTU && work.df != 0 {
-        if let Some(mtu) = forwarding::ipv6_path_mtu(ctx, &work.packet6, ingress) {
-            if work.packet6.total_length > mtu {
-                work.icmp_rest = [0, 0, 0, 0];
-                work.icmp_rest[2..4].copy_from_slice(&(mtu - IPV4_HEADER as u16).to_be_bytes());
-                return crate::TAIL_CALL + gateway_common::maps::tail::NAT64_TOO_BIG;
-            }
-        }
+    if work.packet6.total_length as u32 > rfc::IPV6_MIN_MTU
+        && work.df != 0
+        && let Some(mtu) = forwarding::ipv6_path_mtu(ctx, &work.packet6, ingress)
+        && work.packet6.total_length > mtu
+    {
+        work.icmp_rest = [0, 0, 0, 0];
+        work.icmp_rest[2..4].copy_from_slice(&(mtu - IPV4_HEADER as u16).to_be_bytes());
+        return crate::TAIL_CALL + gateway_common::maps::tail::NAT64_TOO_BIG;
     }
     // The next hop goes to this packet's flow entry for the fast path; what fits the IPv6 next
     // hop fits it 20 bytes shorter as IPv4.
@@ -2056,10 +2056,8 @@ pub fn answer_too_big(ctx: &XdpContext, packet: &Ipv4Packet, work: &mut NatWork)
     // SAFETY: bounds-checked above.
     let h = unsafe { &mut *head };
     // Ethernet: back to where it came from.
-    for i in 0..6 {
-        h[i] = work.link[6 + i];
-        h[6 + i] = work.link[i];
-    }
+    h[..6].copy_from_slice(&work.link[6..12]);
+    h[6..12].copy_from_slice(&work.link[..6]);
     h[12] = ETH_P_IPV4[0];
     h[13] = ETH_P_IPV4[1];
     let mut ip = [0u8; IPV4_HEADER];
