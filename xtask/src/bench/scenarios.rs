@@ -829,10 +829,14 @@ fn s6_nat64_established(bench: &mut Bench, findings: &mut Findings) -> anyhow::R
         variants.push(Variant::Ours);
         ratios.push((Variant::Ours, Variant::FwdLimit, Some(0.6)));
     }
-    // TAYGA is in quick runs too: it adds about 2 s there (its start, priming 1k flows).
-    variants.extend([Variant::FwdLimit, Variant::Tayga]);
-    if ours {
-        ratios.push((Variant::Ours, Variant::Tayga, Some(10.0)));
+    variants.push(Variant::FwdLimit);
+    // TAYGA only in full runs: the smoke run proves our frames go through, and TAYGA's start
+    // (a TUN device, a userspace daemon) once left its priming short on a busy machine.
+    if !quick {
+        variants.push(Variant::Tayga);
+        if ours {
+            ratios.push((Variant::Ours, Variant::Tayga, Some(10.0)));
+        }
     }
     let flow_counts = bench.options.flows.clone();
     for &flows in flow_counts.iter().filter(|&&flows| flows <= S6_MAX_FLOWS) {
