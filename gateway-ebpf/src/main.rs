@@ -63,16 +63,8 @@ pub fn gateway(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn nat64_icmp_error_in(ctx: XdpContext) -> u32 {
     let ingress = ctx.ingress_ifindex() as u32;
-    let Ok(link) = parsing::parse_link(&ctx) else {
-        return counters::drop(Counter::DropTailCall);
-    };
     let mut packet = parsing::Ipv4Packet::default();
-    if link.ether_type != parsing::ETH_P_IPV4
-        || !matches!(
-            parsing::parse_ipv4(&ctx, link.l3, link.vlan_tagged, &mut packet),
-            Ok(parsing::Parsed::Packet)
-        )
-    {
+    if !reparse_ipv4(&ctx, &mut packet) {
         return counters::drop(Counter::DropTailCall);
     }
     let Some(work) = nat44::work() else {
@@ -85,16 +77,8 @@ pub fn nat64_icmp_error_in(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn nat64_icmp_error_out(ctx: XdpContext) -> u32 {
     let ingress = ctx.ingress_ifindex() as u32;
-    let Ok(link) = parsing::parse_link(&ctx) else {
-        return counters::drop(Counter::DropTailCall);
-    };
     let mut packet = parsing::Ipv6Packet::default();
-    if link.ether_type != parsing::ETH_P_IPV6
-        || !matches!(
-            parsing::parse_ipv6(&ctx, link.l3, link.vlan_tagged, &mut packet),
-            Ok(parsing::Parsed::Packet)
-        )
-    {
+    if !reparse_ipv6(&ctx, &mut packet) {
         return counters::drop(Counter::DropTailCall);
     }
     let Some(work) = nat44::work() else {
@@ -107,16 +91,8 @@ pub fn nat64_icmp_error_out(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn nat64_fragment_out(ctx: XdpContext) -> u32 {
     let ingress = ctx.ingress_ifindex() as u32;
-    let Ok(link) = parsing::parse_link(&ctx) else {
-        return counters::drop(Counter::DropTailCall);
-    };
     let mut packet = parsing::Ipv6Packet::default();
-    if link.ether_type != parsing::ETH_P_IPV6
-        || !matches!(
-            parsing::parse_ipv6(&ctx, link.l3, link.vlan_tagged, &mut packet),
-            Ok(parsing::Parsed::Packet)
-        )
-    {
+    if !reparse_ipv6(&ctx, &mut packet) {
         return counters::drop(Counter::DropTailCall);
     }
     let Some(work) = nat44::work() else {
@@ -130,16 +106,8 @@ pub fn nat64_fragment_out(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn nat64_fragment_in(ctx: XdpContext) -> u32 {
     let ingress = ctx.ingress_ifindex() as u32;
-    let Ok(link) = parsing::parse_link(&ctx) else {
-        return counters::drop(Counter::DropTailCall);
-    };
     let mut packet = parsing::Ipv4Packet::default();
-    if link.ether_type != parsing::ETH_P_IPV4
-        || !matches!(
-            parsing::parse_ipv4(&ctx, link.l3, link.vlan_tagged, &mut packet),
-            Ok(parsing::Parsed::Packet)
-        )
-    {
+    if !reparse_ipv4(&ctx, &mut packet) {
         return counters::drop(Counter::DropTailCall);
     }
     let Some(work) = nat44::work() else {
@@ -152,22 +120,35 @@ pub fn nat64_fragment_in(ctx: XdpContext) -> u32 {
 /// (the MTU in the work area): answered with ICMPv4 "fragmentation needed".
 #[xdp]
 pub fn nat64_too_big(ctx: XdpContext) -> u32 {
-    let Ok(link) = parsing::parse_link(&ctx) else {
-        return counters::drop(Counter::DropTailCall);
-    };
     let mut packet = parsing::Ipv4Packet::default();
-    if link.ether_type != parsing::ETH_P_IPV4
-        || !matches!(
-            parsing::parse_ipv4(&ctx, link.l3, link.vlan_tagged, &mut packet),
-            Ok(parsing::Parsed::Packet)
-        )
-    {
+    if !reparse_ipv4(&ctx, &mut packet) {
         return counters::drop(Counter::DropTailCall);
     }
     let Some(work) = nat44::work() else {
         return counters::drop(Counter::DropTailCall);
     };
     nat64::answer_too_big(&ctx, &packet, work)
+}
+
+/// A tail-called program's IPv4 packet, parsed again (the caller's stack is gone; the work
+/// area holds what it found). False when it is not the IPv4 packet the caller handed over.
+#[inline(always)]
+fn reparse_ipv4(ctx: &XdpContext, packet: &mut parsing::Ipv4Packet) -> bool {
+    matches!(parsing::parse_link(ctx), Ok(link) if link.ether_type == parsing::ETH_P_IPV4
+    && matches!(
+        parsing::parse_ipv4(ctx, link.l3, link.vlan_tagged, packet),
+        Ok(parsing::Parsed::Packet)
+    ))
+}
+
+/// Like [`reparse_ipv4`] for IPv6.
+#[inline(always)]
+fn reparse_ipv6(ctx: &XdpContext, packet: &mut parsing::Ipv6Packet) -> bool {
+    matches!(parsing::parse_link(ctx), Ok(link) if link.ether_type == parsing::ETH_P_IPV6
+    && matches!(
+        parsing::parse_ipv6(ctx, link.l3, link.vlan_tagged, packet),
+        Ok(parsing::Parsed::Packet)
+    ))
 }
 
 #[inline(always)]

@@ -261,19 +261,7 @@ pub fn outbound(
     if let Err(reason) = to_ipv4(ctx, work) {
         return drop(reason);
     }
-    count(Counter::ForwardNat64Outbound);
-    nat44::count_bytes(
-        Counter::NatPacketsOutToDestination,
-        Counter::NatBytesOutToDestination,
-        work.packet4.total_length,
-    );
-    forwarding::ipv4(
-        ctx,
-        &work.packet4,
-        work.packet4.src,
-        work.packet4.dst,
-        ingress,
-    )
+    send_ipv4(ctx, work, ingress)
 }
 
 /// The IPv4 packet `to_ipv4` writes: its addresses and ports (ICMP echo: the identifier as the
@@ -357,24 +345,7 @@ fn classify_outbound(
     work.l3 = packet.l3 as u16;
     work.l4 = l4 as u16;
     work.transport_length = (end - l4) as u16;
-    work.tos = (head[0] << 4) | (head[1] >> 4);
-    work.ttl = packet.hop_limit;
-    work.family = family::IPV6;
-    work.private6 = packet.src;
-    work.remote6 = packet.dst;
-    // Only hashed (the preferred public IP); the client is `private6`.
-    work.src = [
-        packet.src[12],
-        packet.src[13],
-        packet.src[14],
-        packet.src[15],
-    ];
-    work.dst = destination;
-    work.bytes = packet.total_length;
-    work.rst = 0;
-    work.in_inserted = 0;
-    work.tcp_flags = 0;
-    work.icmp_error = 0;
+    set_client(work, packet, head, destination);
     // Every transport header has 8 bytes (a minimal UDP datagram has no more); the TCP flags
     // are read on their own.
     let transport: *const [u8; 8] = ptr_at(ctx, l4).ok_or(Counter::DropTruncatedIpv6)?;
@@ -855,13 +826,7 @@ pub fn inbound(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, work: &mut N
     {
         return drop(reason);
     }
-    count(Counter::ForwardNat64Inbound);
-    nat44::count_bytes(
-        Counter::NatPacketsOutToSource,
-        Counter::NatBytesOutToSource,
-        work.packet6.total_length,
-    );
-    forwarding::ipv6(ctx, &work.packet6, ingress)
+    send_ipv6(ctx, work, ingress)
 }
 
 /// Checks an inbound IPv4 packet for translation and fills the layout: no fragments, no
@@ -1241,13 +1206,7 @@ pub fn icmp_error_inbound(
         clamp_packet_too_big(ctx, work, ingress);
     }
     count(Counter::Nat64IcmpErrorTranslatedInbound);
-    count(Counter::ForwardNat64Inbound);
-    nat44::count_bytes(
-        Counter::NatPacketsOutToSource,
-        Counter::NatBytesOutToSource,
-        work.packet6.total_length,
-    );
-    forwarding::ipv6(ctx, &work.packet6, ingress)
+    send_ipv6(ctx, work, ingress)
 }
 
 /// Reads what the ICMPv6 error is made of into the work area: type, code and the rest of the
@@ -1640,19 +1599,7 @@ pub fn icmp_error_outbound(
         return drop(reason);
     }
     count(Counter::Nat64IcmpErrorTranslatedOutbound);
-    count(Counter::ForwardNat64Outbound);
-    nat44::count_bytes(
-        Counter::NatPacketsOutToDestination,
-        Counter::NatBytesOutToDestination,
-        work.packet4.total_length,
-    );
-    forwarding::ipv4(
-        ctx,
-        &work.packet4,
-        work.packet4.src,
-        work.packet4.dst,
-        ingress,
-    )
+    send_ipv4(ctx, work, ingress)
 }
 
 /// Reads an ICMPv6 error from a client and the reply it quotes, and sets up the session lookup
@@ -2090,4 +2037,63 @@ pub fn answer_too_big(ctx: &XdpContext, packet: &Ipv4Packet, work: &mut NatWork)
     unsafe { *check = (!fold(sum)).to_be_bytes() };
     count(Counter::Nat64FragNeededSent);
     aya_ebpf::bindings::xdp_action::XDP_TX
+}
+
+/// Counts and forwards a packet translated to IPv4 (`work.packet4`), towards the internet.
+#[inline(always)]
+pub(crate) fn send_ipv4(ctx: &XdpContext, work: &NatWork, ingress: u32) -> u32 {
+    count(Counter::ForwardNat64Outbound);
+    nat44::count_bytes(
+        Counter::NatPacketsOutToDestination,
+        Counter::NatBytesOutToDestination,
+        work.packet4.total_length,
+    );
+    forwarding::ipv4(
+        ctx,
+        &work.packet4,
+        work.packet4.src,
+        work.packet4.dst,
+        ingress,
+    )
+}
+
+/// Counts and forwards a packet translated to IPv6 (`work.packet6`), towards the client.
+#[inline(always)]
+pub(crate) fn send_ipv6(ctx: &XdpContext, work: &NatWork, ingress: u32) -> u32 {
+    count(Counter::ForwardNat64Inbound);
+    nat44::count_bytes(
+        Counter::NatPacketsOutToSource,
+        Counter::NatBytesOutToSource,
+        work.packet6.total_length,
+    );
+    forwarding::ipv6(ctx, &work.packet6, ingress)
+}
+
+/// The work area for a packet from NAT64 client `packet.src` to IPv4 `destination` (`head`: the
+/// first two bytes of its IPv6 header, for the traffic class).
+#[inline(always)]
+pub(crate) fn set_client(
+    work: &mut NatWork,
+    packet: &Ipv6Packet,
+    head: [u8; 2],
+    destination: [u8; 4],
+) {
+    work.tos = (head[0] << 4) | (head[1] >> 4);
+    work.ttl = packet.hop_limit;
+    work.family = family::IPV6;
+    work.private6 = packet.src;
+    work.remote6 = packet.dst;
+    // Only hashed (the preferred public IP); the client is `private6`.
+    work.src = [
+        packet.src[12],
+        packet.src[13],
+        packet.src[14],
+        packet.src[15],
+    ];
+    work.dst = destination;
+    work.bytes = packet.total_length;
+    work.rst = 0;
+    work.in_inserted = 0;
+    work.tcp_flags = 0;
+    work.icmp_error = 0;
 }

@@ -19,20 +19,19 @@ use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use gateway_common::{
     Counter,
     checksum::fold,
-    maps::{direction, family, target},
+    maps::{direction, target},
     nat::{FragmentKey, Nat64FragmentIn, Nat64FragmentKey, Nat64FragmentOut},
 };
 
 use crate::{
     counters::{count, drop, pass},
     flow::{self, Handling},
-    forwarding,
     maps::{NAT_PUBLIC_IPS, NAT64_FRAGMENTS_IN, NAT64_FRAGMENTS_OUT},
     nat44::{self, NatWork},
     nat64::{
-        ETH_P_IPV4, ETH_P_IPV6, INTO_REMOTE6, IPV4_HEADER, IPV6_HEADER, MAX_LINK, MAX_NAT64_L4,
-        embed_into, may_carry, prefix_of, reject4, reject6, restore_link, rewrite_ports, save_link,
-        set_packet4, set_packet6, sum4, sum16, unexpired_source_route,
+        self, ETH_P_IPV4, ETH_P_IPV6, INTO_REMOTE6, IPV4_HEADER, IPV6_HEADER, MAX_LINK,
+        MAX_NAT64_L4, embed_into, may_carry, prefix_of, reject4, reject6, restore_link,
+        rewrite_ports, save_link, set_packet4, set_packet6, sum4, sum16, unexpired_source_route,
     },
     parsing::{
         IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, Ipv6Packet, ptr_at,
@@ -89,19 +88,7 @@ pub fn outbound(
         return drop(reason);
     }
     count(Counter::Nat64FragmentTranslated);
-    count(Counter::ForwardNat64Outbound);
-    nat44::count_bytes(
-        Counter::NatPacketsOutToDestination,
-        Counter::NatBytesOutToDestination,
-        work.packet4.total_length,
-    );
-    forwarding::ipv4(
-        ctx,
-        &work.packet4,
-        work.packet4.src,
-        work.packet4.dst,
-        ingress,
-    )
+    nat64::send_ipv4(ctx, work, ingress)
 }
 
 /// What [`first_outbound`] and friends return once the work area describes the translated
@@ -173,24 +160,7 @@ fn classify_outbound(
     work.l3 = packet.l3 as u16;
     work.l4 = l4 as u16;
     work.transport_length = (end - l4) as u16;
-    work.tos = (head[0] << 4) | (head[1] >> 4);
-    work.ttl = packet.hop_limit;
-    work.family = family::IPV6;
-    work.private6 = packet.src;
-    work.remote6 = packet.dst;
-    // Only hashed (the preferred public IP); the client is `private6`.
-    work.src = [
-        packet.src[12],
-        packet.src[13],
-        packet.src[14],
-        packet.src[15],
-    ];
-    work.dst = destination;
-    work.bytes = packet.total_length;
-    work.rst = 0;
-    work.in_inserted = 0;
-    work.tcp_flags = 0;
-    work.icmp_error = 0;
+    nat64::set_client(work, packet, head, destination);
     work.sport = 0;
     work.dport = 0;
     work.protocol = match f[0] {
@@ -404,13 +374,7 @@ pub fn inbound(ctx: &XdpContext, packet: &Ipv4Packet, ingress: u32, work: &mut N
         return drop(reason);
     }
     count(Counter::Nat64FragmentTranslated);
-    count(Counter::ForwardNat64Inbound);
-    nat44::count_bytes(
-        Counter::NatPacketsOutToSource,
-        Counter::NatBytesOutToSource,
-        work.packet6.total_length,
-    );
-    forwarding::ipv6(ctx, &work.packet6, ingress)
+    nat64::send_ipv6(ctx, work, ingress)
 }
 
 /// Reads an IPv4 fragment's layout and fields into the work area.

@@ -748,28 +748,39 @@ fn udp_is_translated_both_ways_with_tos_ttl_and_flow_label() {
     assert_frame("reply with TTL 1", &expiring, &output);
 }
 
+/// A TCP segment from the client to REMOTE through the prefix, as sent.
+fn tcp_out(upper: Upper) -> Vec<u8> {
+    eth6(
+        FROM_INSTANCE,
+        packet6(&ip6(CLIENT, nsp(REMOTE), 64), upper, PAYLOAD),
+    )
+}
+
+/// [`tcp_out`] as it leaves, translated (the IPv4 identification is the gateway's).
+fn tcp_sent(upper: Upper, id: u16) -> Vec<u8> {
+    packet4(&ip4(PUBLIC, REMOTE, 63).id(id), upper, PAYLOAD)
+}
+
+/// A TCP segment from REMOTE to the public address, as sent.
+fn tcp_back(upper: Upper) -> Vec<u8> {
+    eth4(
+        FROM_INTERNET,
+        packet4(&ip4(REMOTE, PUBLIC, 64).df(true), upper, PAYLOAD),
+    )
+}
+
+/// [`tcp_back`] as the client receives it.
+fn tcp_received(upper: Upper) -> Vec<u8> {
+    eth6(
+        TO_INSTANCE,
+        packet6(&ip6(nsp(REMOTE), CLIENT, 63), upper, PAYLOAD),
+    )
+}
+
 #[test]
 fn tcp_syn_then_data_both_ways() {
     let mut gw = nat64_gateway(NSP);
-    let out = |upper: Upper| {
-        eth6(
-            FROM_INSTANCE,
-            packet6(&ip6(CLIENT, nsp(REMOTE), 64), upper, PAYLOAD),
-        )
-    };
-    let sent = |upper: Upper, id| packet4(&ip4(PUBLIC, REMOTE, 63).id(id), upper, PAYLOAD);
-    let back = |upper: Upper| {
-        eth4(
-            FROM_INTERNET,
-            packet4(&ip4(REMOTE, PUBLIC, 64).df(true), upper, PAYLOAD),
-        )
-    };
-    let received = |upper: Upper| {
-        eth6(
-            TO_INSTANCE,
-            packet6(&ip6(nsp(REMOTE), CLIENT, 63), upper, PAYLOAD),
-        )
-    };
+    let (out, sent, back, received) = (tcp_out, tcp_sent, tcp_back, tcp_received);
     expect_ipv4_out(
         &mut gw,
         "SYN",
@@ -815,25 +826,7 @@ fn tcp_syn_then_data_both_ways() {
 #[test]
 fn tcp_simultaneous_open_through_nat64() {
     let mut gw = nat64_gateway(NSP);
-    let out = |upper: Upper| {
-        eth6(
-            FROM_INSTANCE,
-            packet6(&ip6(CLIENT, nsp(REMOTE), 64), upper, PAYLOAD),
-        )
-    };
-    let sent = |upper: Upper, id| packet4(&ip4(PUBLIC, REMOTE, 63).id(id), upper, PAYLOAD);
-    let back = |upper: Upper| {
-        eth4(
-            FROM_INTERNET,
-            packet4(&ip4(REMOTE, PUBLIC, 64).df(true), upper, PAYLOAD),
-        )
-    };
-    let received = |upper: Upper| {
-        eth6(
-            TO_INSTANCE,
-            packet6(&ip6(nsp(REMOTE), CLIENT, 63), upper, PAYLOAD),
-        )
-    };
+    let (out, sent, back, received) = (tcp_out, tcp_sent, tcp_back, tcp_received);
     expect_drop(
         &mut gw,
         "the peer's SYN before any session",
